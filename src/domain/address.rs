@@ -1,0 +1,35 @@
+//! Delivery-address validation (the source API's `addressInfo`).
+
+use super::codes::InvalidField;
+
+pub const MAX_ADDRESS_CHARS: usize = 255;
+
+/// A delivery address as stored or received; fields may be missing in bad data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressInput<'a> {
+    pub address: Option<&'a str>,
+    pub address_detail: Option<&'a str>,
+    pub zip_code: Option<&'a str>,
+}
+
+/// The first malformed field, in the order the source API validates them.
+pub fn first_invalid_field(input: &AddressInput<'_>) -> Option<InvalidField> {
+    if !text_ok(input.address) {
+        return Some(InvalidField::Address);
+    }
+    if !text_ok(input.address_detail) {
+        return Some(InvalidField::AddressDetail);
+    }
+    if !zip_ok(input.zip_code) {
+        return Some(InvalidField::ZipCode);
+    }
+    None
+}
+
+fn text_ok(value: Option<&str>) -> bool {
+    value.is_some_and(|v| !v.trim().is_empty() && v.chars().count() <= MAX_ADDRESS_CHARS)
+}
+
+fn zip_ok(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.len() == 5 && v.bytes().all(|b| b.is_ascii_digit()))
+}

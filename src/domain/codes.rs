@@ -1,0 +1,114 @@
+//! The outcome codes and their verbatim messages (DESIGN §2).
+
+use std::fmt;
+
+/// A request parameter named by `000_002`'s message, spelled as the source API spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvalidField {
+    OldCardNo,
+    Address,
+    AddressDetail,
+    ZipCode,
+    UserId,
+}
+
+impl InvalidField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OldCardNo => "cardInfo.oldCardNo",
+            Self::Address => "addressInfo.address",
+            Self::AddressDetail => "addressInfo.addressDetail",
+            Self::ZipCode => "addressInfo.zipCode",
+            Self::UserId => "userInfo.userId",
+        }
+    }
+}
+
+/// The result of evaluating one card. The variant order is the check order of DESIGN §2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Success,
+    InvalidInput(InvalidField),
+    WalletUserNotFound,
+    AlreadyReissued,
+    CardStatusNotAllowed,
+    ExpiryNotProper,
+    UserNameNotFound,
+    ParNotFound,
+    ProductNotValid,
+    FeePayFail,
+}
+
+impl Outcome {
+    /// Every code, in check order (with one representative `000_002`).
+    pub const ALL_CODES: [&'static str; 10] =
+        ["000_000", "000_002", "001_006", "003_004", "003_005", "003_006", "003_007", "003_008", "003_009", "003_010"];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Success => "000_000",
+            Self::InvalidInput(_) => "000_002",
+            Self::WalletUserNotFound => "001_006",
+            Self::AlreadyReissued => "003_004",
+            Self::CardStatusNotAllowed => "003_005",
+            Self::ExpiryNotProper => "003_006",
+            Self::UserNameNotFound => "003_007",
+            Self::ParNotFound => "003_008",
+            Self::ProductNotValid => "003_009",
+            Self::FeePayFail => "003_010",
+        }
+    }
+
+    pub fn message(self) -> String {
+        match self {
+            Self::InvalidInput(field) => format!("Invalid input parameter. {}", field.as_str()),
+            other => other.fixed_message().to_owned(),
+        }
+    }
+
+    fn fixed_message(self) -> &'static str {
+        match self {
+            Self::Success => "Success",
+            Self::InvalidInput(_) => "Invalid input parameter.",
+            Self::WalletUserNotFound => "Wallet user not found.",
+            Self::AlreadyReissued => "Card issue status is not allowed to reissue",
+            Self::CardStatusNotAllowed => "Card status is not active or suspended",
+            Self::ExpiryNotProper => "Card expiry date is not proper to reissue.",
+            Self::UserNameNotFound => "User name not found error",
+            Self::ParNotFound => "Par not found from cardNo.",
+            Self::ProductNotValid => "Not valid product for card issue type",
+            Self::FeePayFail => "Card reissue cost pay fail",
+        }
+    }
+
+    /// The dashboard category of DESIGN §9: reissued, failed (fee) or ineligible.
+    pub fn category(self) -> Category {
+        match self {
+            Self::Success => Category::Reissued,
+            Self::FeePayFail => Category::Failed,
+            _ => Category::Ineligible,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code(), self.message())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    Reissued,
+    Ineligible,
+    Failed,
+}
+
+/// The category of a code as stored in a result row.
+pub fn category_of_code(code: &str) -> Category {
+    match code {
+        "000_000" => Category::Reissued,
+        "003_010" => Category::Failed,
+        _ => Category::Ineligible,
+    }
+}
