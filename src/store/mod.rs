@@ -1,0 +1,166 @@
+//! The database boundary. Only this module writes SQL.
+//!
+//! [`Store`] is what the rest of the program may ask of a database; [`ChunkTx`] is one chunk's
+//! transaction: read candidates, claim applications, debit, mark, record results, commit.
+//! Each backend (SQLite today) implements both with runtime queries of its own dialect.
+
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+mod types;
+
+use std::future::Future;
+
+pub use types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {0} does not exist (create it with `migrate` or `seed-demo`)")]
+    MissingDatabase(String),
+    #[error("cannot open database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("database schema is older than this binary ({detail}); run `renewal-worker migrate`")]
+    SchemaBehind { detail: String },
+    #[error("database schema is newer than this binary ({detail}); deploy a newer worker")]
+    SchemaAhead { detail: String },
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error while {context}: {source}")]
+    Query { context: &'static str, source: sqlx::Error },
+    #[error("run lock file {path}: {source}")]
+    RunLock { path: String, source: std::io::Error },
+    #[error("invariant broken while {context}: {detail}")]
+    Invariant { context: &'static str, detail: String },
+}
+
+/// Attaches what the store was doing to a driver error.
+pub(crate) trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, sqlx::Error> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Query { context, source })
+    }
+}
+
+/// One chunk's transaction. Dropping it without `commit` rolls everything back.
+pub trait ChunkTx: Send {
+    /// The next page of candidates after `page.after`, taking the locks that make them this
+    /// chunk's alone.
+    fn read_candidates(&mut self, page: &PageQuery) -> impl Future<Output = Result<CandidatePage, StoreError>> + Send;
+
+    /// Inserts applications unless the card already has a live one; returns the winners.
+    fn claim(&mut self, apps: &[NewApplication]) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send;
+
+    /// Withdraws claims made in this transaction (fee declined in ledger mode).
+    fn unclaim(&mut self, application_ids: &[i64]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Debits wallets; fails (and the chunk rolls back) if any wallet would go below zero.
+    fn debit(&mut self, debits: &[Debit]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Ends reservations that are still pending; returns the applications this call changed
+    /// (another process may have settled some meanwhile).
+    fn settle(&mut self, settlements: &[Settlement]) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
+
+    /// Deletes reservations that were never sent to the fee service (still pending).
+    fn release(&mut self, application_ids: &[i64]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Marks cards reissued by their application.
+    fn mark(&mut self, marks: &[Claimed]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn insert_results(
+        &mut self,
+        run_id: i64,
+        as_of: chrono::NaiveDate,
+        results: &[ResultRow],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What the program asks of a database outside a chunk.
+pub trait Store: Clone + Send + Sync + 'static {
+    type Chunk: ChunkTx;
+
+    /// Opens a write transaction for one chunk (read-only when `dry_run`).
+    fn begin_chunk(&self, dry_run: bool) -> impl Future<Output = Result<Self::Chunk, StoreError>> + Send;
+
+    fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Fails unless the applied migrations are exactly the ones this binary carries.
+    fn check_schema(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Closes `running` rows whose owner is gone as `failed`; returns their ids.
+    fn close_abandoned_runs(&self) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
+
+    /// Inserts a `running` run row and takes the run's liveness lock (held until `finish_run`).
+    fn start_run(&self, run: &NewRun) -> impl Future<Output = Result<RunHandle, StoreError>> + Send;
+
+    /// Records the run's end and its counts (aggregated from its result rows, plus the fees
+    /// whose outcome is still unknown).
+    fn finish_run(
+        &self,
+        run: RunHandle,
+        status: RunStatus,
+        reason: Option<&str>,
+        pending: i64,
+    ) -> impl Future<Output = Result<RunSummary, StoreError>> + Send;
+
+    /// Pending reservations no live run owns (their run ended or crashed), member then card order.
+    fn pending_reservations(&self) -> impl Future<Output = Result<Vec<Reservation>, StoreError>> + Send;
+
+    fn run_summary(&self, run_id: Option<i64>) -> impl Future<Output = Result<Option<RunSummary>, StoreError>> + Send;
+
+    fn find_card_id(&self, card_no: &str) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
+    /// Deletes result rows created before `cutoff`; returns how many.
+    fn prune_results(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Bulk-loads generated demo data into an empty database.
+    fn load_demo(&self, data: &DemoData) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Called once a run has committed its first chunk: where the planner's statistics still
+    /// describe nearly empty `result`/`card_application` tables (a fresh database), refresh
+    /// them, so the rest of the run probes their indexes instead of rescanning them per card.
+    fn refresh_statistics(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The query plan of the candidate page query, as the database prints it.
+    fn explain_candidate_query(&self, page: &PageQuery) -> impl Future<Output = Result<String, StoreError>> + Send;
+}
+
+/// Compares the migrations this binary embeds with those applied (version, success, checksum).
+pub(crate) fn compare_migrations(
+    migrator: &sqlx::migrate::Migrator,
+    applied: &[(i64, bool, Vec<u8>)],
+) -> Result<(), StoreError> {
+    let known: Vec<(i64, &[u8])> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| (m.version, m.checksum.as_ref()))
+        .collect();
+    for (version, success, checksum) in applied {
+        match known.iter().find(|(v, _)| v == version) {
+            None => {
+                return Err(StoreError::SchemaAhead { detail: format!("migration {version} is unknown to it") });
+            }
+            Some((_, sum)) if *sum != checksum.as_slice() => {
+                return Err(StoreError::SchemaAhead { detail: format!("migration {version} differs from its copy") });
+            }
+            Some(_) if !success => {
+                return Err(StoreError::SchemaBehind { detail: format!("migration {version} did not finish") });
+            }
+            Some(_) => {}
+        }
+    }
+    let missing: Vec<String> =
+        known.iter().filter(|(v, _)| !applied.iter().any(|(a, _, _)| a == v)).map(|(v, _)| v.to_string()).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::SchemaBehind { detail: format!("migrations not applied: {}", missing.join(", ")) })
+    }
+}

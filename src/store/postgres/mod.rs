@@ -1,0 +1,178 @@
+//! PostgreSQL behind the store boundary: the production engine. Replicas cooperate through
+//! row locks (`FOR UPDATE SKIP LOCKED` on wallets), session advisory locks for run liveness,
+//! and the same unique constraints as SQLite.
+
+mod chunk;
+mod demo;
+mod runs;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Row};
+
+use super::rows::{PENDING_RESERVATIONS_SQL, reservation_from_row};
+pub use chunk::PgChunk;
+
+use super::{Context, DemoData, NewRun, PageQuery, Reservation, RunHandle, RunStatus, RunSummary, Store, StoreError};
+use crate::config::{DatabaseSettings, redact_url};
+use crate::store::sqlite::Create;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    /// For the run's dedicated lock connection (shared: the options are large).
+    options: std::sync::Arc<PgConnectOptions>,
+}
+
+/// SQLSTATE 3D000: the database named in the URL does not exist.
+fn is_missing_database(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "3D000")
+}
+
+impl PgStore {
+    pub async fn connect(settings: &DatabaseSettings, create: Create, pool_size: u32) -> Result<Self, StoreError> {
+        let url = &settings.url;
+        let shown = redact_url(url);
+        let connect_err = |source| StoreError::Connect { url: shown.clone(), source };
+        if create == Create::IfMissing && !Postgres::database_exists(url).await.map_err(connect_err)? {
+            Postgres::create_database(url).await.map_err(connect_err)?;
+        }
+        let ms = |v: u64| v.to_string();
+        let options = PgConnectOptions::from_str(url).map_err(connect_err)?.options([
+            ("statement_timeout", ms(settings.statement_timeout_ms)),
+            ("lock_timeout", ms(settings.lock_timeout_ms)),
+            ("idle_in_transaction_session_timeout", ms(settings.idle_in_transaction_timeout_ms)),
+        ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms.max(1000)))
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| {
+                if is_missing_database(&e) {
+                    StoreError::MissingDatabase(shown.clone())
+                } else {
+                    StoreError::Connect { url: shown.clone(), source: e }
+                }
+            })?;
+        Ok(Self { pool, options: std::sync::Arc::new(options) })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl Store for PgStore {
+    type Chunk = PgChunk;
+
+    async fn begin_chunk(&self, dry_run: bool) -> Result<PgChunk, StoreError> {
+        let begin = if dry_run { "BEGIN READ ONLY" } else { "BEGIN" };
+        let tx = self.pool.begin_with(begin).await.context("beginning a chunk transaction")?;
+        Ok(PgChunk::new(tx, dry_run))
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // The migrator takes an advisory lock: replicas may start together.
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn check_schema(&self) -> Result<(), StoreError> {
+        let has_table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .context("checking the schema version")?;
+        let applied: Vec<(i64, bool, Vec<u8>)> = if has_table {
+            sqlx::query("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&self.pool)
+                .await
+                .context("checking the schema version")?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .context("checking the schema version")?
+        } else {
+            Vec::new()
+        };
+        super::compare_migrations(&MIGRATOR, &applied)
+    }
+
+    async fn close_abandoned_runs(&self) -> Result<Vec<i64>, StoreError> {
+        runs::close_abandoned(&self.pool).await
+    }
+
+    async fn start_run(&self, run: &NewRun) -> Result<RunHandle, StoreError> {
+        runs::start(&self.options, run).await
+    }
+
+    async fn finish_run(
+        &self,
+        run: RunHandle,
+        status: RunStatus,
+        reason: Option<&str>,
+        pending: i64,
+    ) -> Result<RunSummary, StoreError> {
+        runs::finish(&self.pool, run, status, reason, pending).await
+    }
+
+    async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        let rows = sqlx::query(PENDING_RESERVATIONS_SQL)
+            .fetch_all(&self.pool)
+            .await
+            .context("listing pending reservations")?;
+        rows.iter().map(reservation_from_row).collect::<Result<_, _>>().context("listing pending reservations")
+    }
+
+    async fn run_summary(&self, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
+        runs::summary(&self.pool, run_id).await
+    }
+
+    async fn find_card_id(&self, card_no: &str) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM card WHERE card_no = $1")
+            .bind(card_no)
+            .fetch_optional(&self.pool)
+            .await
+            .context("looking up a card number")
+    }
+
+    async fn prune_results(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM result WHERE created_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .context("pruning old results")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn load_demo(&self, data: &DemoData) -> Result<(), StoreError> {
+        demo::load(&self.pool, data).await
+    }
+
+    async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        let stale: bool = sqlx::query_scalar(
+            "SELECT coalesce(min(reltuples), 0) < 100000 FROM pg_class \
+             WHERE oid IN ('result'::regclass, 'card_application'::regclass)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("reading planner statistics")?;
+        if stale {
+            sqlx::query("ANALYZE result, card_application")
+                .execute(&self.pool)
+                .await
+                .context("refreshing planner statistics")?;
+        }
+        Ok(())
+    }
+
+    async fn explain_candidate_query(&self, page: &PageQuery) -> Result<String, StoreError> {
+        chunk::explain(&self.pool, page).await
+    }
+}

@@ -1,0 +1,191 @@
+//! Run rows on PostgreSQL. A run's liveness is a session advisory lock keyed by its id, held on
+//! a dedicated connection for the run's whole life: the server releases it when the process or
+//! its connection dies, so a `running` row whose lock can be taken belongs to a dead run.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+
+use crate::store::{CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, totals};
+
+/// The advisory-lock namespace of run liveness ("RENW").
+const LOCK_SPACE: i32 = 0x5245_4e57;
+
+fn owner() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+fn lock_key(run_id: i64) -> Result<i32, StoreError> {
+    i32::try_from(run_id).map_err(|_| StoreError::Invariant {
+        context: "keying a run lock",
+        detail: format!("run id {run_id} exceeds the advisory key range"),
+    })
+}
+
+pub(super) async fn start(options: &PgConnectOptions, run: &NewRun) -> Result<RunHandle, StoreError> {
+    let mut conn = PgConnection::connect_with(options).await.context("opening the run's lock connection")?;
+    // Row and lock appear together: the lock is taken before the row commits, so a closer
+    // never sees a live run's row without its lock.
+    let mut tx = conn.begin().await.context("starting a run")?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO run (as_of, trigger, scope, params, status, owner, lock_token, version, fee_mode, started_at) \
+         VALUES ($1, $2, $3, $4, 'running', $5, 'advisory', $6, $7, now()) RETURNING id",
+    )
+    .bind(run.as_of)
+    .bind(run.trigger.as_str())
+    .bind(run.scope.as_str())
+    .bind(&run.params)
+    .bind(owner())
+    .bind(&run.version)
+    .bind(&run.fee_mode)
+    .fetch_one(&mut *tx)
+    .await
+    .context("inserting the run row")?;
+    sqlx::query("SELECT pg_advisory_lock($1, $2)")
+        .bind(LOCK_SPACE)
+        .bind(lock_key(id)?)
+        .execute(&mut *tx)
+        .await
+        .context("taking the run lock")?;
+    tx.commit().await.context("starting a run")?;
+    Ok(RunHandle { id, guard: RunGuard::Advisory(Box::new(conn)) })
+}
+
+pub(super) async fn close_abandoned(pool: &PgPool) -> Result<Vec<i64>, StoreError> {
+    let running: Vec<i64> = sqlx::query_scalar("SELECT id FROM run WHERE status = 'running' ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .context("listing running runs")?;
+    let mut closed = Vec::new();
+    for id in running {
+        let mut tx = pool.begin().await.context("closing abandoned runs")?;
+        // Transaction-scoped: released at commit, never left behind by the closer.
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+            .bind(LOCK_SPACE)
+            .bind(lock_key(id)?)
+            .fetch_one(&mut *tx)
+            .await
+            .context("probing a run lock")?;
+        if free {
+            let counts = aggregate(&mut tx, id).await?;
+            write_end(
+                &mut tx,
+                id,
+                RunStatus::Failed,
+                Some("abandoned: its process ended without closing it"),
+                &counts,
+                0,
+            )
+            .await?;
+            closed.push(id);
+        }
+        tx.commit().await.context("closing abandoned runs")?;
+    }
+    Ok(closed)
+}
+
+pub(super) async fn finish(
+    pool: &PgPool,
+    run: RunHandle,
+    status: RunStatus,
+    reason: Option<&str>,
+    pending: i64,
+) -> Result<RunSummary, StoreError> {
+    let id = run.id;
+    let mut tx = pool.begin().await.context("finishing a run")?;
+    let counts = aggregate(&mut tx, id).await?;
+    write_end(&mut tx, id, status, reason, &counts, pending).await?;
+    tx.commit().await.context("finishing a run")?;
+    if let RunGuard::Advisory(conn) = run.guard {
+        // Closing the session releases the advisory lock.
+        let _ = conn.close().await;
+    }
+    summary(pool, Some(id))
+        .await?
+        .ok_or(StoreError::Invariant { context: "finishing a run", detail: format!("run {id} vanished") })
+}
+
+type Counts = BTreeMap<String, CodeCount>;
+
+async fn aggregate(conn: &mut PgConnection, run_id: i64) -> Result<Counts, StoreError> {
+    let rows =
+        sqlx::query("SELECT code, count(*), coalesce(sum(fee), 0)::bigint FROM result WHERE run_id = $1 GROUP BY code")
+            .bind(run_id)
+            .fetch_all(&mut *conn)
+            .await
+            .context("counting a run's results")?;
+    rows.iter()
+        .map(|r| Ok((r.try_get::<String, _>(0)?, CodeCount { count: r.try_get(1)?, fee: r.try_get(2)? })))
+        .collect::<Result<_, sqlx::Error>>()
+        .context("counting a run's results")
+}
+
+async fn write_end(
+    conn: &mut PgConnection,
+    run_id: i64,
+    status: RunStatus,
+    reason: Option<&str>,
+    counts: &Counts,
+    pending: i64,
+) -> Result<(), StoreError> {
+    let (read, reissued, ineligible, failed, fee_total) = totals(counts, pending);
+    sqlx::query(
+        "UPDATE run SET status = $2, reason = $3, finished_at = now(), read_count = $4, reissued_count = $5, \
+         ineligible_count = $6, failed_count = $7, fee_total = $8, counts = $9, pending_count = $10 WHERE id = $1 AND status = 'running'",
+    )
+    .bind(run_id)
+    .bind(status.as_str())
+    .bind(reason)
+    .bind(read)
+    .bind(reissued)
+    .bind(ineligible)
+    .bind(failed)
+    .bind(fee_total)
+    .bind(serde_json::to_value(counts).unwrap_or_default())
+    .bind(pending)
+    .execute(&mut *conn)
+    .await
+    .context("closing a run row")?
+    .rows_affected()
+    .eq(&1)
+    .then_some(())
+    .ok_or(StoreError::Invariant {
+        context: "closing a run row",
+        detail: format!("run {run_id} was no longer running: another process closed it (its liveness lock was lost)"),
+    })
+}
+
+pub(super) async fn summary(pool: &PgPool, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
+    let sql = "SELECT id, as_of, trigger, scope, status, reason, started_at, finished_at, version, fee_mode, pending_count \
+               FROM run WHERE ($1::bigint IS NULL OR id = $1) ORDER BY id DESC LIMIT 1";
+    let Some(row) = sqlx::query(sql).bind(run_id).fetch_optional(pool).await.context("reading a run")? else {
+        return Ok(None);
+    };
+    let id: i64 = row.try_get("id").context("reading a run")?;
+    let mut conn = pool.acquire().await.context("reading a run")?;
+    let counts = aggregate(&mut conn, id).await?;
+    let pending: i64 = row.try_get("pending_count").context("reading a run")?;
+    let (read, reissued, ineligible, failed, fee_total) = totals(&counts, pending);
+    Ok(Some(RunSummary {
+        run_id: id,
+        as_of: row.try_get::<NaiveDate, _>("as_of").context("reading a run")?,
+        trigger: row.try_get("trigger").context("reading a run")?,
+        scope: row.try_get("scope").context("reading a run")?,
+        status: row.try_get("status").context("reading a run")?,
+        reason: row.try_get("reason").context("reading a run")?,
+        started_at: row.try_get::<DateTime<Utc>, _>("started_at").context("reading a run")?,
+        finished_at: row.try_get("finished_at").context("reading a run")?,
+        version: row.try_get("version").context("reading a run")?,
+        fee_mode: row.try_get("fee_mode").context("reading a run")?,
+        counts,
+        read,
+        reissued,
+        ineligible,
+        failed,
+        pending,
+        fee_total,
+    }))
+}

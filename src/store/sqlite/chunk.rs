@@ -1,0 +1,288 @@
+//! One chunk's transaction on SQLite. Every write is one fixed statement with one JSON array
+//! parameter read through `json_each`: SQLite's counterpart of PostgreSQL's UNNEST.
+
+use chrono::{NaiveDate, Utc};
+use serde_json::json;
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+
+use super::ts;
+use crate::store::rows::{candidate_from_row, claimed_from_row, expect_rows};
+use crate::store::{
+    Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultRow, Settlement,
+    StoreError,
+};
+
+pub struct SqliteChunk {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl SqliteChunk {
+    pub(super) fn new(tx: Transaction<'static, Sqlite>) -> Self {
+        Self { tx }
+    }
+}
+
+const LIVE_APPLICATION: &str = "SELECT 1 FROM card_application a \
+     WHERE a.old_card_id = card.id AND a.kind = 'EXPIRY_REISSUE' AND a.payment_state <> 'CANCELLED'";
+
+/// The page of candidate ids. Parameters: ?1 after card id, ?2 as-of, ?3 limit, ?4.. months.
+///
+/// Each window month is its own index seek on `card_expiry_unreissued (expiry_ym, id)`, which
+/// delivers ids in order, and the union keeps the first `limit`: no sort of the whole window per
+/// page (DESIGN §8's keyset trap). The top `limit` of each month's top `limit` is the page.
+fn page_ids_sql(months: usize) -> String {
+    let per_month: Vec<String> = (0..months)
+        .map(|i| {
+            format!(
+                "SELECT id FROM (SELECT id FROM card INDEXED BY card_expiry_unreissued \
+                 WHERE expiry_ym = ?{} AND replaced_by_application_id IS NULL AND id > ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = card.id AND r.as_of = ?2) \
+                 AND NOT EXISTS ({LIVE_APPLICATION}) ORDER BY id LIMIT ?3)",
+                i + 4
+            )
+        })
+        .collect();
+    format!("{} ORDER BY id LIMIT ?3", per_month.join(" UNION ALL "))
+}
+
+fn candidates_sql(page_ids: &str) -> String {
+    format!(
+        "WITH page(id) AS ({page_ids}) \
+         SELECT c.id, c.card_no, c.status, c.expiry_ym, \
+                coalesce(c.par, '') <> '' AS has_par, \
+                c.replaced_by_application_id IS NOT NULL OR EXISTS ({live}) AS already, \
+                m.id AS member_id, m.status = 'CANCELLED' AS cancelled, \
+                coalesce(trim(m.name), '') <> '' AS has_name, coalesce(trim(m.mobile), '') <> '' AS has_mobile, \
+                m.address, m.address_detail, m.zip_code, \
+                c.product_id, coalesce(p.allows_expiry_reissue, 0) AS allows, coalesce(p.reissue_fee, 0) AS fee, \
+                p.validity_months, coalesce(w.balance, 0) AS balance, \
+                (SELECT count(*) FROM card_application a WHERE a.old_card_id = c.id AND a.kind = 'EXPIRY_REISSUE') AS prior \
+         FROM page JOIN card c ON c.id = page.id \
+         LEFT JOIN member m ON m.id = c.member_id \
+         LEFT JOIN card_product p ON p.id = c.product_id \
+         LEFT JOIN wallet w ON w.member_id = c.member_id \
+         ORDER BY c.id",
+        live = LIVE_APPLICATION.replace("card.id", "c.id"),
+    )
+}
+
+fn page_sql(page: &PageQuery) -> String {
+    match page.only_card {
+        Some(_) => candidates_sql("SELECT ?1"),
+        None => candidates_sql(&page_ids_sql(page.window_months.len())),
+    }
+}
+
+fn bind_page<'q>(sql: &str, page: &PageQuery) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
+    match page.only_card {
+        Some(card_id) => query = query.bind(card_id),
+        None => {
+            query = query.bind(page.after).bind(page.as_of.to_string()).bind(i64::from(page.limit));
+            for month in &page.window_months {
+                query = query.bind(*month);
+            }
+        }
+    }
+    query
+}
+
+pub(super) async fn explain(pool: &SqlitePool, page: &PageQuery) -> Result<String, StoreError> {
+    let sql = format!("EXPLAIN QUERY PLAN {}", page_sql(page));
+    let rows = bind_page(&sql, page).fetch_all(pool).await.context("explaining the candidate query")?;
+    let lines = rows.iter().map(|r| r.try_get::<String, _>("detail")).collect::<Result<Vec<_>, _>>();
+    Ok(lines.context("reading a query plan")?.join("\n"))
+}
+
+impl ChunkTx for SqliteChunk {
+    async fn read_candidates(&mut self, page: &PageQuery) -> Result<CandidatePage, StoreError> {
+        if page.only_card.is_none() && page.window_months.is_empty() {
+            return Ok(CandidatePage::default());
+        }
+        let sql = page_sql(page);
+        let rows = bind_page(&sql, page).fetch_all(&mut *self.tx).await.context("reading candidates")?;
+        let candidates: Vec<Candidate> =
+            rows.iter().map(candidate_from_row).collect::<Result<_, _>>().context("decoding a candidate")?;
+        // The write lock taken by BEGIN IMMEDIATE makes every scanned card this chunk's.
+        Ok(CandidatePage {
+            scanned: candidates.len(),
+            next_after: candidates.last().map_or(page.after, |c| c.facts.card_id),
+            skipped_locked: false,
+            candidates,
+        })
+    }
+
+    async fn claim(&mut self, apps: &[NewApplication]) -> Result<Vec<Claimed>, StoreError> {
+        if apps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let payload: Vec<_> = apps
+            .iter()
+            .map(|a| {
+                json!([
+                    a.card_apply_no,
+                    a.card_id,
+                    a.member_id,
+                    a.product_id,
+                    a.fee,
+                    a.new_expiry_yyyymm,
+                    a.payment_state.as_str(),
+                    a.correlation_id,
+                    a.run_id
+                ])
+            })
+            .collect();
+        // `WHERE true` resolves SQLite's parsing ambiguity between a join's ON and the upsert's ON CONFLICT.
+        let rows = sqlx::query(
+            "INSERT INTO card_application (card_apply_no, kind, old_card_id, member_id, product_id, \
+                 delivery_address, delivery_address_detail, delivery_zip_code, fee, new_expiry_ym, \
+                 payment_state, correlation_id, run_id, created_at, updated_at) \
+             SELECT j.value ->> '$[0]', 'EXPIRY_REISSUE', j.value ->> '$[1]', m.id, j.value ->> '$[3]', \
+                 m.address, m.address_detail, m.zip_code, j.value ->> '$[4]', j.value ->> '$[5]', \
+                 j.value ->> '$[6]', j.value ->> '$[7]', j.value ->> '$[8]', ?2, ?2 \
+             FROM json_each(?1) j JOIN member m ON m.id = j.value ->> '$[2]' WHERE true \
+             ON CONFLICT (old_card_id) WHERE kind = 'EXPIRY_REISSUE' AND payment_state <> 'CANCELLED' \
+             DO NOTHING RETURNING old_card_id, id",
+        )
+        .bind(serde_json::Value::Array(payload).to_string())
+        .bind(ts(Utc::now()))
+        .fetch_all(&mut *self.tx)
+        .await
+        .context("claiming applications")?;
+        rows.iter().map(claimed_from_row).collect::<Result<_, _>>().context("reading claims")
+    }
+
+    async fn unclaim(&mut self, application_ids: &[i64]) -> Result<(), StoreError> {
+        if application_ids.is_empty() {
+            return Ok(());
+        }
+        let done = sqlx::query("DELETE FROM card_application WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(json!(application_ids).to_string())
+            .execute(&mut *self.tx)
+            .await
+            .context("withdrawing declined claims")?;
+        expect_rows("withdrawing declined claims", application_ids.len(), done.rows_affected())
+    }
+
+    async fn debit(&mut self, debits: &[Debit]) -> Result<(), StoreError> {
+        if debits.is_empty() {
+            return Ok(());
+        }
+        let payload = serde_json::Value::Array(
+            debits.iter().map(|d| json!([d.member_id, d.application_id, d.reference, d.amount])).collect(),
+        )
+        .to_string();
+        let inserted = sqlx::query(
+            "INSERT INTO wallet_debit (wallet_id, application_id, reference, amount, created_at) \
+             SELECT w.id, j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', ?2 \
+             FROM json_each(?1) j JOIN wallet w ON w.member_id = j.value ->> '$[0]'",
+        )
+        .bind(&payload)
+        .bind(ts(Utc::now()))
+        .execute(&mut *self.tx)
+        .await
+        .context("writing ledger debits")?;
+        expect_rows("writing ledger debits", debits.len(), inserted.rows_affected())?;
+        let mut members: Vec<i64> = debits.iter().map(|d| d.member_id).collect();
+        members.sort_unstable();
+        members.dedup();
+        // Conditional on the balance: a wallet that cannot cover its total is not touched, the
+        // row count comes up short, and the whole chunk rolls back.
+        let updated = sqlx::query(
+            "UPDATE wallet SET balance = balance - d.total \
+             FROM (SELECT j.value ->> '$[0]' AS member_id, sum(j.value ->> '$[3]') AS total \
+                   FROM json_each(?1) j GROUP BY 1) AS d \
+             WHERE wallet.member_id = d.member_id AND wallet.balance >= d.total",
+        )
+        .bind(&payload)
+        .execute(&mut *self.tx)
+        .await
+        .context("debiting wallets")?;
+        expect_rows("debiting wallets (a balance did not cover its fees)", members.len(), updated.rows_affected())
+    }
+
+    async fn settle(&mut self, settlements: &[Settlement]) -> Result<Vec<i64>, StoreError> {
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let payload: Vec<_> =
+            settlements.iter().map(|s| json!([s.application_id, s.state.as_str(), s.payment_ref])).collect();
+        let rows = sqlx::query(
+            "UPDATE card_application SET payment_state = j.state, payment_ref = j.ref, updated_at = ?2 \
+             FROM (SELECT value ->> '$[0]' AS id, value ->> '$[1]' AS state, value ->> '$[2]' AS ref \
+                   FROM json_each(?1)) AS j \
+             WHERE card_application.id = j.id AND +card_application.payment_state = 'PENDING_PAYMENT' \
+             RETURNING card_application.id",
+        )
+        .bind(serde_json::Value::Array(payload).to_string())
+        .bind(ts(Utc::now()))
+        .fetch_all(&mut *self.tx)
+        .await
+        .context("settling reservations")?;
+        rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>().context("settling reservations")
+    }
+
+    async fn release(&mut self, application_ids: &[i64]) -> Result<(), StoreError> {
+        if application_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "DELETE FROM card_application WHERE id IN (SELECT value FROM json_each(?1)) \
+             AND payment_state = 'PENDING_PAYMENT'",
+        )
+        .bind(json!(application_ids).to_string())
+        .execute(&mut *self.tx)
+        .await
+        .context("releasing unsent reservations")?;
+        Ok(())
+    }
+
+    async fn mark(&mut self, marks: &[Claimed]) -> Result<(), StoreError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let payload: Vec<_> = marks.iter().map(|m| json!([m.card_id, m.application_id])).collect();
+        // The unary `+` keeps the planner from driving this update through the index of
+        // unmarked cards (a scan of every one of them per chunk): it must walk the JSON array
+        // and seek each card by its primary key.
+        let done = sqlx::query(
+            "UPDATE card SET replaced_by_application_id = j.app, reissued_at = ?2 \
+             FROM (SELECT value ->> '$[0]' AS card_id, value ->> '$[1]' AS app FROM json_each(?1)) AS j \
+             WHERE card.id = j.card_id AND +card.replaced_by_application_id IS NULL",
+        )
+        .bind(serde_json::Value::Array(payload).to_string())
+        .bind(ts(Utc::now()))
+        .execute(&mut *self.tx)
+        .await
+        .context("marking cards reissued")?;
+        expect_rows("marking cards reissued", marks.len(), done.rows_affected())
+    }
+
+    async fn insert_results(&mut self, run_id: i64, as_of: NaiveDate, results: &[ResultRow]) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let payload: Vec<_> = results
+            .iter()
+            .map(|r| json!([r.card_id, r.code, r.message, r.fee, r.card_apply_no, r.correlation_id]))
+            .collect();
+        let done = sqlx::query(
+            "INSERT INTO result (run_id, card_id, as_of, code, message, fee, card_apply_no, correlation_id, created_at) \
+             SELECT ?2, j.value ->> '$[0]', ?3, j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
+                    j.value ->> '$[4]', j.value ->> '$[5]', ?4 \
+             FROM json_each(?1) j",
+        )
+        .bind(serde_json::Value::Array(payload).to_string())
+        .bind(run_id)
+        .bind(as_of.to_string())
+        .bind(ts(Utc::now()))
+        .execute(&mut *self.tx)
+        .await
+        .context("writing results")?;
+        expect_rows("writing results", results.len(), done.rows_affected())
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.context("committing a chunk")
+    }
+}

@@ -1,0 +1,179 @@
+//! SQLite behind the store boundary: one file in WAL mode, writers serialised by
+//! `BEGIN IMMEDIATE` and a busy timeout, bulk writes as one JSON parameter (`json_each`).
+
+mod chunk;
+mod demo;
+mod runs;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::rows::{PENDING_RESERVATIONS_SQL, reservation_from_row};
+pub use chunk::SqliteChunk;
+
+use super::{Context, DemoData, NewRun, PageQuery, Reservation, RunHandle, RunStatus, RunSummary, Store, StoreError};
+use crate::config::DatabaseSettings;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+/// Whether opening may create the file (only `migrate`, `seed-demo` and `demo` may).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    IfMissing,
+    Never,
+}
+
+impl SqliteStore {
+    pub async fn connect(settings: &DatabaseSettings, create: Create, pool_size: u32) -> Result<Self, StoreError> {
+        let url = &settings.url;
+        let connect_err = |source| StoreError::Connect { url: url.clone(), source };
+        let base = SqliteConnectOptions::from_str(url).map_err(connect_err)?;
+        let path = base.get_filename().to_path_buf();
+        if create == Create::Never && !path.exists() {
+            return Err(StoreError::MissingDatabase(path.display().to_string()));
+        }
+        let cache_kib = (settings.sqlite_cache_bytes / 1024).max(64);
+        let options = base
+            .create_if_missing(create == Create::IfMissing)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_millis(settings.busy_timeout_ms))
+            .foreign_keys(true)
+            .pragma("cache_size", format!("-{cache_kib}"))
+            .pragma("mmap_size", settings.sqlite_mmap_bytes.to_string());
+        let pool = SqlitePoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(std::time::Duration::from_millis(settings.connect_timeout_ms.max(1000)))
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        Ok(Self { pool, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Timestamps are stored as fixed-width UTC text so they sort and compare as strings.
+pub(crate) fn ts(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+pub(crate) fn parse_ts(raw: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Invariant { context: "reading a timestamp", detail: format!("{raw:?}: {e}") })
+}
+
+impl Store for SqliteStore {
+    type Chunk = SqliteChunk;
+
+    async fn begin_chunk(&self, dry_run: bool) -> Result<SqliteChunk, StoreError> {
+        // IMMEDIATE takes the write lock up front, so the page read and its writes see one state
+        // and concurrent writers (tasks or processes) queue on the busy timeout instead of failing.
+        let begin = if dry_run { "BEGIN" } else { "BEGIN IMMEDIATE" };
+        let tx = self.pool.begin_with(begin).await.context("beginning a chunk transaction")?;
+        Ok(SqliteChunk::new(tx))
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn check_schema(&self) -> Result<(), StoreError> {
+        let has_table: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+                .fetch_optional(&self.pool)
+                .await
+                .context("checking the schema version")?;
+        let applied: Vec<(i64, bool, Vec<u8>)> = if has_table.is_some() {
+            sqlx::query("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&self.pool)
+                .await
+                .context("checking the schema version")?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .context("checking the schema version")?
+        } else {
+            Vec::new()
+        };
+        super::compare_migrations(&MIGRATOR, &applied)
+    }
+
+    async fn close_abandoned_runs(&self) -> Result<Vec<i64>, StoreError> {
+        runs::close_abandoned(self).await
+    }
+
+    async fn start_run(&self, run: &NewRun) -> Result<RunHandle, StoreError> {
+        runs::start(self, run).await
+    }
+
+    async fn finish_run(
+        &self,
+        run: RunHandle,
+        status: RunStatus,
+        reason: Option<&str>,
+        pending: i64,
+    ) -> Result<RunSummary, StoreError> {
+        runs::finish(self, run, status, reason, pending).await
+    }
+
+    async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        let rows = sqlx::query(PENDING_RESERVATIONS_SQL)
+            .fetch_all(&self.pool)
+            .await
+            .context("listing pending reservations")?;
+        rows.iter().map(reservation_from_row).collect::<Result<_, _>>().context("listing pending reservations")
+    }
+
+    async fn run_summary(&self, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
+        runs::summary(&self.pool, run_id).await
+    }
+
+    async fn find_card_id(&self, card_no: &str) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM card WHERE card_no = ?1")
+            .bind(card_no)
+            .fetch_optional(&self.pool)
+            .await
+            .context("looking up a card number")
+    }
+
+    async fn prune_results(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM result WHERE created_at < ?1")
+            .bind(ts(cutoff))
+            .execute(&self.pool)
+            .await
+            .context("pruning old results")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn load_demo(&self, data: &DemoData) -> Result<(), StoreError> {
+        demo::load(&self.pool, data).await
+    }
+
+    async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        // SQLite's planner picks these indexes without statistics (see the plan test).
+        Ok(())
+    }
+
+    async fn explain_candidate_query(&self, page: &PageQuery) -> Result<String, StoreError> {
+        chunk::explain(&self.pool, page).await
+    }
+}

@@ -1,0 +1,203 @@
+//! Run rows on SQLite. A run's liveness is an exclusive lock on `<db>.run-<id>.lock`, held by
+//! its process for the run's whole life: the OS releases it when the process dies, so a
+//! `running` row whose lock can be taken belongs to a dead process.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::PathBuf;
+
+use chrono::{NaiveDate, Utc};
+use sqlx::{Row, SqlitePool};
+
+use super::{SqliteStore, parse_ts, ts};
+use crate::store::{CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, totals};
+
+fn lock_path(store: &SqliteStore, run_id: i64) -> PathBuf {
+    let mut name = store.path.clone().into_os_string();
+    name.push(format!(".run-{run_id}.lock"));
+    PathBuf::from(name)
+}
+
+fn open_lock(path: &PathBuf) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| StoreError::RunLock { path: path.display().to_string(), source })
+}
+
+fn owner() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+pub(super) async fn start(store: &SqliteStore, run: &NewRun) -> Result<RunHandle, StoreError> {
+    // The row and its lock appear together: a closer scanning `running` rows in its own
+    // IMMEDIATE transaction never sees the row before the lock is held.
+    let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await.context("starting a run")?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO run (as_of, trigger, scope, params, status, owner, lock_token, version, fee_mode, started_at) \
+         VALUES (?1, ?2, ?3, ?4, 'running', ?5, 'file', ?6, ?7, ?8) RETURNING id",
+    )
+    .bind(run.as_of.to_string())
+    .bind(run.trigger.as_str())
+    .bind(run.scope.as_str())
+    .bind(run.params.to_string())
+    .bind(owner())
+    .bind(&run.version)
+    .bind(&run.fee_mode)
+    .bind(ts(Utc::now()))
+    .fetch_one(&mut *tx)
+    .await
+    .context("inserting the run row")?;
+    let path = lock_path(store, id);
+    let file = open_lock(&path)?;
+    file.try_lock().map_err(|e| StoreError::RunLock {
+        path: path.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    tx.commit().await.context("starting a run")?;
+    Ok(RunHandle { id, guard: RunGuard::File { _file: file, path } })
+}
+
+pub(super) async fn close_abandoned(store: &SqliteStore) -> Result<Vec<i64>, StoreError> {
+    let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await.context("closing abandoned runs")?;
+    let running: Vec<i64> = sqlx::query_scalar("SELECT id FROM run WHERE status = 'running' ORDER BY id")
+        .fetch_all(&mut *tx)
+        .await
+        .context("listing running runs")?;
+    let mut closed = Vec::new();
+    for id in running {
+        let path = lock_path(store, id);
+        let file = open_lock(&path)?;
+        match file.try_lock() {
+            Ok(()) => {
+                let counts = aggregate(&mut tx, id).await?;
+                write_end(
+                    &mut tx,
+                    id,
+                    RunStatus::Failed,
+                    Some("abandoned: its process ended without closing it"),
+                    &counts,
+                    0,
+                )
+                .await?;
+                closed.push(id);
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(source)) => {
+                return Err(StoreError::RunLock { path: path.display().to_string(), source });
+            }
+        }
+    }
+    tx.commit().await.context("closing abandoned runs")?;
+    Ok(closed)
+}
+
+pub(super) async fn finish(
+    store: &SqliteStore,
+    run: RunHandle,
+    status: RunStatus,
+    reason: Option<&str>,
+    pending: i64,
+) -> Result<RunSummary, StoreError> {
+    let id = run.id;
+    let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await.context("finishing a run")?;
+    let counts = aggregate(&mut tx, id).await?;
+    write_end(&mut tx, id, status, reason, &counts, pending).await?;
+    tx.commit().await.context("finishing a run")?;
+    if let RunGuard::File { path, .. } = &run.guard {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(run);
+    summary(&store.pool, Some(id))
+        .await?
+        .ok_or(StoreError::Invariant { context: "finishing a run", detail: format!("run {id} vanished") })
+}
+
+type Counts = BTreeMap<String, CodeCount>;
+
+async fn aggregate(conn: &mut sqlx::SqliteConnection, run_id: i64) -> Result<Counts, StoreError> {
+    let rows = sqlx::query("SELECT code, count(*), coalesce(sum(fee), 0) FROM result WHERE run_id = ?1 GROUP BY code")
+        .bind(run_id)
+        .fetch_all(&mut *conn)
+        .await
+        .context("counting a run's results")?;
+    rows.iter()
+        .map(|r| Ok((r.try_get::<String, _>(0)?, CodeCount { count: r.try_get(1)?, fee: r.try_get(2)? })))
+        .collect::<Result<_, sqlx::Error>>()
+        .context("counting a run's results")
+}
+
+async fn write_end(
+    conn: &mut sqlx::SqliteConnection,
+    run_id: i64,
+    status: RunStatus,
+    reason: Option<&str>,
+    counts: &Counts,
+    pending: i64,
+) -> Result<(), StoreError> {
+    let (read, reissued, ineligible, failed, fee_total) = totals(counts, pending);
+    sqlx::query(
+        "UPDATE run SET status = ?2, reason = ?3, finished_at = ?4, read_count = ?5, reissued_count = ?6, \
+         ineligible_count = ?7, failed_count = ?8, fee_total = ?9, counts = ?10, pending_count = ?11 WHERE id = ?1 AND status = 'running'",
+    )
+    .bind(run_id)
+    .bind(status.as_str())
+    .bind(reason)
+    .bind(ts(Utc::now()))
+    .bind(read)
+    .bind(reissued)
+    .bind(ineligible)
+    .bind(failed)
+    .bind(fee_total)
+    .bind(serde_json::to_string(counts).unwrap_or_else(|_| "{}".to_owned()))
+    .bind(pending)
+    .execute(&mut *conn)
+    .await
+    .context("closing a run row")?
+    .rows_affected()
+    .eq(&1)
+    .then_some(())
+    .ok_or(StoreError::Invariant {
+        context: "closing a run row",
+        detail: format!("run {run_id} was no longer running: another process closed it (its liveness lock was lost)"),
+    })
+}
+
+pub(super) async fn summary(pool: &SqlitePool, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
+    let sql = "SELECT id, as_of, trigger, scope, status, reason, started_at, finished_at, version, fee_mode, pending_count \
+               FROM run WHERE (?1 IS NULL OR id = ?1) ORDER BY id DESC LIMIT 1";
+    let Some(row) = sqlx::query(sql).bind(run_id).fetch_optional(pool).await.context("reading a run")? else {
+        return Ok(None);
+    };
+    let id: i64 = row.try_get("id").context("reading a run")?;
+    let mut conn = pool.acquire().await.context("reading a run")?;
+    let counts = aggregate(&mut conn, id).await?;
+    let pending: i64 = row.try_get("pending_count").context("reading a run")?;
+    let (read, reissued, ineligible, failed, fee_total) = totals(&counts, pending);
+    let as_of: String = row.try_get("as_of").context("reading a run")?;
+    let finished_at: Option<String> = row.try_get("finished_at").context("reading a run")?;
+    Ok(Some(RunSummary {
+        run_id: id,
+        as_of: NaiveDate::parse_from_str(&as_of, "%Y-%m-%d")
+            .map_err(|e| StoreError::Invariant { context: "reading a run", detail: format!("as_of {as_of:?}: {e}") })?,
+        trigger: row.try_get("trigger").context("reading a run")?,
+        scope: row.try_get("scope").context("reading a run")?,
+        status: row.try_get("status").context("reading a run")?,
+        reason: row.try_get("reason").context("reading a run")?,
+        started_at: parse_ts(&row.try_get::<String, _>("started_at").context("reading a run")?)?,
+        finished_at: finished_at.as_deref().map(parse_ts).transpose()?,
+        version: row.try_get("version").context("reading a run")?,
+        fee_mode: row.try_get("fee_mode").context("reading a run")?,
+        counts,
+        read,
+        reissued,
+        ineligible,
+        failed,
+        pending,
+        fee_total,
+    }))
+}

@@ -1,0 +1,303 @@
+//! Values that cross the database boundary.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use crate::domain::codes::{Category, category_of_code};
+use crate::domain::eligibility::CardFacts;
+
+/// Which candidates a chunk reads.
+#[derive(Debug, Clone)]
+pub struct PageQuery {
+    pub as_of: NaiveDate,
+    /// Expiry months (`YYYYMM`) inside the window, ascending; the index is sought once per month.
+    pub window_months: Vec<i64>,
+    /// The keyset: where the previous page ended (0 to start).
+    pub after: i64,
+    pub limit: u32,
+    /// The single-card path: read exactly this card, whatever its expiry, mark or results.
+    pub only_card: Option<i64>,
+}
+
+/// One page of the candidate scan.
+#[derive(Debug, Clone, Default)]
+pub struct CandidatePage {
+    /// The cards this chunk owns, ascending card id within each member.
+    pub candidates: Vec<Candidate>,
+    /// Rows the scan looked at; 0 means the window has nothing left after the cursor.
+    pub scanned: usize,
+    /// Where the next page starts (an opaque keyset: a card id on SQLite, a member id on PostgreSQL).
+    pub next_after: i64,
+    /// Some scanned cards belong to members another transaction holds; a later pass must retry them.
+    pub skipped_locked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub facts: CardFacts,
+    pub balance: i64,
+    /// Expiry-reissue applications the card already had, cancelled ones included.
+    pub prior_applications: i64,
+    pub validity_months: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentState {
+    PendingPayment,
+    Applied,
+    Cancelled,
+}
+
+impl PaymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingPayment => "PENDING_PAYMENT",
+            Self::Applied => "APPLIED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApplication {
+    pub card_id: i64,
+    pub member_id: i64,
+    pub product_id: i64,
+    pub card_apply_no: String,
+    pub fee: i64,
+    pub new_expiry_yyyymm: i64,
+    pub correlation_id: String,
+    pub payment_state: PaymentState,
+    pub run_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    pub card_id: i64,
+    pub application_id: i64,
+}
+
+/// A reserved application whose fee is charged outside the database (HTTP fee mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub application_id: i64,
+    pub card_id: i64,
+    pub card_no: String,
+    pub member_id: i64,
+    pub fee: i64,
+    pub card_apply_no: String,
+    pub correlation_id: String,
+}
+
+/// The end of a reservation: APPLIED (charged) or CANCELLED (declined).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub application_id: i64,
+    pub state: PaymentState,
+    pub payment_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Debit {
+    pub member_id: i64,
+    pub application_id: i64,
+    pub reference: String,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRow {
+    pub card_id: i64,
+    pub code: &'static str,
+    pub message: String,
+    pub fee: i64,
+    pub card_apply_no: Option<String>,
+    pub correlation_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Schedule,
+    Manual,
+    Api,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Manual => "manual",
+            Self::Api => "api",
+        }
+    }
+}
+
+/// Whether a run covers the whole as-of, or only a card or a limited number of cards.
+/// Only a `full` run can be an as-of's completed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Full,
+    Card,
+    Limit,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Card => "card",
+            Self::Limit => "limit",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+    Interrupted,
+    FailedDependency,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+            Self::FailedDependency => "failed_dependency",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub as_of: NaiveDate,
+    pub trigger: Trigger,
+    pub scope: Scope,
+    pub params: serde_json::Value,
+    pub version: String,
+    pub fee_mode: String,
+}
+
+/// A started run. Holding it holds the run's liveness lock; `finish_run` releases it.
+#[derive(Debug)]
+pub struct RunHandle {
+    pub id: i64,
+    pub(crate) guard: RunGuard,
+}
+
+#[derive(Debug)]
+pub(crate) enum RunGuard {
+    /// SQLite: an exclusive lock on a file beside the database, released when the file closes.
+    File { _file: std::fs::File, path: std::path::PathBuf },
+    /// PostgreSQL: a session advisory lock held by this dedicated connection.
+    Advisory(Box<sqlx::PgConnection>),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CodeCount {
+    pub count: i64,
+    pub fee: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run_id: i64,
+    pub as_of: NaiveDate,
+    pub trigger: String,
+    pub scope: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub version: String,
+    pub fee_mode: String,
+    /// Result rows per code.
+    pub counts: BTreeMap<String, CodeCount>,
+    pub read: i64,
+    pub reissued: i64,
+    pub ineligible: i64,
+    pub failed: i64,
+    /// Fees whose outcome was still unknown at the end (no result until settled).
+    pub pending: i64,
+    pub fee_total: i64,
+}
+
+impl RunSummary {
+    pub fn duration_ms(&self) -> i64 {
+        self.finished_at.map(|f| (f - self.started_at).num_milliseconds()).unwrap_or(0)
+    }
+
+    pub fn cards_per_second(&self) -> f64 {
+        let ms = self.duration_ms().max(1) as f64;
+        self.read as f64 * 1000.0 / ms
+    }
+}
+
+/// Generated demo data, bulk-loaded by `Store::load_demo`.
+#[derive(Debug, Clone, Default)]
+pub struct DemoData {
+    pub products: Vec<ProductRow>,
+    pub members: Vec<MemberRow>,
+    pub cards: Vec<CardRow>,
+    /// Cards already reissued before the demo starts: (card id, application).
+    pub reissued: Vec<NewApplication>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProductRow {
+    pub id: i64,
+    pub name: String,
+    pub card_type: String,
+    pub allows_expiry_reissue: bool,
+    pub reissue_fee: i64,
+    pub validity_months: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    pub id: i64,
+    pub name: Option<String>,
+    pub mobile: Option<String>,
+    pub status: String,
+    pub address: Option<String>,
+    pub address_detail: Option<String>,
+    pub zip_code: Option<String>,
+    pub balance: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CardRow {
+    pub id: i64,
+    pub card_no: String,
+    pub member_id: i64,
+    pub product_id: i64,
+    pub status: String,
+    pub expiry_yyyymm: i64,
+    pub par: Option<String>,
+}
+
+/// Totals by dashboard category from per-code counts and the fees still pending:
+/// (read, reissued, ineligible, failed, fee total). A pending fee was read and is not yet
+/// reissued, so it counts as failed until settled (DESIGN §9).
+pub fn totals(counts: &BTreeMap<String, CodeCount>, pending: i64) -> (i64, i64, i64, i64, i64) {
+    let mut t = (pending, 0, 0, pending, 0);
+    for (code, c) in counts {
+        t.0 += c.count;
+        t.4 += c.fee;
+        match category_of_code(code) {
+            Category::Reissued => t.1 += c.count,
+            Category::Ineligible => t.2 += c.count,
+            Category::Failed => t.3 += c.count,
+        }
+    }
+    t
+}
