@@ -1,0 +1,236 @@
+//! The commands: what `main` calls once arguments and configuration are known.
+//! Errors carry the process exit code (README "Exit codes").
+
+use std::path::Path;
+
+use chrono::{NaiveDate, Utc};
+use tokio::sync::watch;
+
+use crate::batch::{self, RunError, RunReport, RunRequest};
+use crate::cli::Command;
+use crate::config::{ConfigError, Settings, redact_url};
+use crate::domain::as_of::{business_date, parse_as_of};
+use crate::domain::expiry::window_months;
+use crate::store::postgres::PgStore;
+use crate::store::sqlite::{Create, SqliteStore};
+use crate::store::{PageQuery, RunStatus, Store, StoreError, Trigger};
+use crate::{demo, report};
+
+/// Process exit codes (README "Exit codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Completed = 0,
+    Failed = 1,
+    Usage = 2,
+    FailedDependency = 3,
+    Interrupted = 4,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AppError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Self::Usage(_) | Self::Config(_) | Self::Store(StoreError::MissingDatabase(_)) => Exit::Usage,
+            Self::Run(e) if e.is_usage() => Exit::Usage,
+            _ => Exit::Failed,
+        }
+    }
+}
+
+/// The database a command runs against, chosen by the scheme of `database.url`.
+pub enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Runs `$body` with `$store` bound to the concrete store, whichever backend it is.
+macro_rules! with_store {
+    ($backend:expr, $store:ident => $body:expr) => {
+        match $backend {
+            Backend::Sqlite($store) => $body,
+            Backend::Postgres($store) => $body,
+        }
+    };
+}
+
+/// Runs one command; stdout gets its output, the returned code becomes the exit status.
+pub async fn dispatch(
+    command: Command,
+    settings: &Settings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Exit, AppError> {
+    match command {
+        Command::Config => {
+            println!("{}", serde_json::to_string_pretty(&settings.redacted()).unwrap_or_default());
+            Ok(Exit::Completed)
+        }
+        Command::Demo { cards, seed, db } => {
+            let mut settings = settings.clone();
+            settings.database.url = format!("sqlite://{}", db.display());
+            remove_sqlite_files(&db)?;
+            let as_of = resolve_as_of(None, &settings)?;
+            let store = SqliteStore::connect(&settings.database, Create::IfMissing, pool_size(&settings)).await?;
+            seed_demo(&store, &settings, cards, seed, as_of).await?;
+            let request = RunRequest { as_of, trigger: Trigger::Manual, dry_run: false, card: None, limit: None };
+            run(&store, &settings, request, shutdown).await
+        }
+        command => {
+            let create = match command {
+                Command::Migrate | Command::SeedDemo { .. } => Create::IfMissing,
+                _ => Create::Never,
+            };
+            with_store!(open(settings, create).await?, store => on_store(&store, command, settings, shutdown).await)
+        }
+    }
+}
+
+async fn on_store<S: Store>(
+    store: &S,
+    command: Command,
+    settings: &Settings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Exit, AppError> {
+    match command {
+        Command::Migrate => {
+            store.migrate().await?;
+            println!("migrated {}", redact_url(&settings.database.url));
+            return Ok(Exit::Completed);
+        }
+        Command::SeedDemo { cards, seed, as_of } => {
+            let as_of = resolve_as_of(as_of.as_deref(), settings)?;
+            seed_demo(store, settings, cards, seed, as_of).await?;
+            return Ok(Exit::Completed);
+        }
+        _ => store.check_schema().await?,
+    }
+    match command {
+        Command::Run { as_of, dry_run, card, limit, scheduled } => {
+            let as_of = resolve_as_of(as_of.as_deref(), settings)?;
+            let trigger = if scheduled { Trigger::Schedule } else { Trigger::Manual };
+            run(store, settings, RunRequest { as_of, trigger, dry_run, card, limit }, shutdown).await
+        }
+        Command::Report { run_id } => match store.run_summary(run_id).await? {
+            Some(summary) => {
+                print!("{}", report::render(&summary));
+                Ok(Exit::Completed)
+            }
+            None => Err(AppError::Usage(match run_id {
+                Some(id) => format!("run {id} not found"),
+                None => "no run recorded yet".to_owned(),
+            })),
+        },
+        Command::Prune => {
+            let days = i64::from(settings.run.result_retention_days);
+            let deleted = store.prune_results(Utc::now() - chrono::Duration::days(days)).await?;
+            println!("deleted {deleted} result rows older than {days} days");
+            Ok(Exit::Completed)
+        }
+        Command::Explain { as_of } => {
+            let as_of = resolve_as_of(as_of.as_deref(), settings)?;
+            let page = PageQuery {
+                as_of,
+                window_months: window_months(as_of, settings.run.window_days).iter().map(|m| m.yyyymm()).collect(),
+                after: 0,
+                limit: settings.run.chunk_size,
+                only_card: None,
+            };
+            println!("{}", store.explain_candidate_query(&page).await?);
+            Ok(Exit::Completed)
+        }
+        Command::Migrate | Command::SeedDemo { .. } | Command::Config | Command::Demo { .. } => Ok(Exit::Completed),
+    }
+}
+
+fn pool_size(settings: &Settings) -> u32 {
+    settings.database.max_connections.max(settings.run.concurrency + 1)
+}
+
+async fn open(settings: &Settings, create: Create) -> Result<Backend, AppError> {
+    let url = &settings.database.url;
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite(SqliteStore::connect(&settings.database, create, pool_size(settings)).await?))
+    } else {
+        Ok(Backend::Postgres(PgStore::connect(&settings.database, create, pool_size(settings)).await?))
+    }
+}
+
+fn resolve_as_of(raw: Option<&str>, settings: &Settings) -> Result<NaiveDate, AppError> {
+    match raw {
+        Some(raw) => parse_as_of(raw)
+            .ok_or_else(|| AppError::Usage(format!("--as-of {raw:?} is not a date of the form YYYY-MM-DD"))),
+        None => Ok(business_date(Utc::now(), settings.time_zone()?)),
+    }
+}
+
+async fn seed_demo<S: Store>(
+    store: &S,
+    settings: &Settings,
+    cards: u64,
+    seed: u64,
+    as_of: NaiveDate,
+) -> Result<(), AppError> {
+    store.migrate().await?;
+    let data = demo::generate(cards, seed, as_of, settings.run.window_days);
+    store.load_demo(&data).await?;
+    println!(
+        "seeded {} cards, {} members, {} products (seed {seed}, as-of {as_of})",
+        data.cards.len(),
+        data.members.len(),
+        data.products.len()
+    );
+    Ok(())
+}
+
+async fn run<S: Store>(
+    store: &S,
+    settings: &Settings,
+    request: RunRequest,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Exit, AppError> {
+    match batch::execute(store, settings, request, shutdown).await? {
+        RunReport::Paused => {
+            println!("run.paused is set: nothing was done");
+            Ok(Exit::Completed)
+        }
+        RunReport::Finished { summary, status } => {
+            print!("{}", report::render(&summary));
+            if let (RunStatus::FailedDependency | RunStatus::Interrupted, Some(reason)) = (status, &summary.reason) {
+                eprintln!("error: {reason}");
+            }
+            Ok(match status {
+                RunStatus::Completed => Exit::Completed,
+                RunStatus::Interrupted => Exit::Interrupted,
+                RunStatus::FailedDependency => Exit::FailedDependency,
+                RunStatus::Failed | RunStatus::Running => Exit::Failed,
+            })
+        }
+    }
+}
+
+fn remove_sqlite_files(db: &Path) -> Result<(), AppError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(AppError::Failed(format!("cannot replace {}: {e}", Path::new(&path).display())));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The run: select -> evaluate -> claim -> charge -> write, one transaction per chunk, a bounded
+//! number of chunks at once. The batch and the single-card path (`run --card`) share it.
+
+mod chunk;
+mod events;
+mod hooks;
+mod run;
+mod settle;
+
+pub use hooks::{CHUNK_DELAY_ENV, PAUSE_ENV, PAUSED_MARKER, RELEASE_ENV, START_GATE_ENV};
+pub use run::{RunError, RunReport, RunRequest, execute};

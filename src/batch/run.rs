@@ -1,0 +1,508 @@
+//! A run's life: resolve its scope, open its row, drive chunks until the window is empty (or a
+//! limit, an error or a shutdown stops it), close its row, log its summary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use chrono::{NaiveDate, Utc};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinSet;
+
+use super::chunk::{self, ChunkContext, ChunkError};
+use super::events::{self, RunFields};
+use super::hooks::{self, Point};
+use super::settle;
+use crate::config::{FeeMode, Settings};
+use crate::domain::card_number::mask;
+use crate::domain::expiry::window_months;
+use crate::fees::http::HttpCharger;
+use crate::store::{
+    ChunkTx, CodeCount, NewRun, PageQuery, RunStatus, RunSummary, Scope, Store, StoreError, Trigger, totals,
+};
+
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub as_of: NaiveDate,
+    pub trigger: Trigger,
+    pub dry_run: bool,
+    /// The single-card path: evaluate and record exactly this card.
+    pub card: Option<String>,
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("--card must be 16 digits, got {0}")]
+    MalformedCard(String),
+    #[error("card {0} not found")]
+    UnknownCard(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error("blast-radius limit: {0}")]
+    Limit(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RunError {
+    /// True when the error happened before any run row was written (a usage error).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::MalformedCard(_) | Self::UnknownCard(_) | Self::Config(_))
+    }
+}
+
+#[derive(Debug)]
+pub enum RunReport {
+    /// `run.paused` is set: nothing was touched.
+    Paused,
+    Finished {
+        summary: Box<RunSummary>,
+        status: RunStatus,
+    },
+}
+
+/// Chunk-level totals shared by a run's tasks; checked against the blast-radius limits and
+/// updated under one lock together with each commit.
+#[derive(Debug, Default)]
+struct Budget {
+    reissued: u64,
+    fee_total: i64,
+    /// Cards with a committed result (what the test hooks report).
+    cards: u64,
+}
+
+#[derive(Debug)]
+struct Cursor {
+    after: i64,
+    remaining: Option<u64>,
+    exhausted: bool,
+    /// This pass met cards locked by another transaction: another pass must look again.
+    pass_skipped: bool,
+    passes: u32,
+}
+
+/// How many extra passes a run makes for members other transactions held, before it leaves
+/// them to the next run (logged); with a pause between passes that is several seconds.
+const MAX_RETRY_PASSES: u32 = 200;
+const RETRY_PASS_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+struct Shared {
+    ctx: ChunkContext,
+    fields: RunFields,
+    window_months: Vec<i64>,
+    only_card: Option<i64>,
+    chunk_size: u32,
+    max_reissues: u64,
+    max_fee_total: i64,
+    cursor: Mutex<Cursor>,
+    budget: Mutex<Budget>,
+    chunks: AtomicU64,
+    stop: AtomicBool,
+    /// Dry runs write nothing, so balances are carried here from chunk to chunk instead.
+    dry_balances: Mutex<HashMap<i64, i64>>,
+    dry_counts: std::sync::Mutex<BTreeMap<String, CodeCount>>,
+    /// HTTP fee mode (real runs): the fee service client.
+    charger: Option<Arc<HttpCharger>>,
+    /// Fees whose outcome stayed unknown in this run.
+    pending: AtomicU64,
+}
+
+enum Stopped {
+    Drained,
+    Interrupted,
+    /// The fee service failed: no new chunks; what was in flight is finished.
+    Dependency,
+}
+
+pub async fn execute<S: Store>(
+    store: &S,
+    settings: &Settings,
+    request: RunRequest,
+    shutdown: watch::Receiver<bool>,
+) -> Result<RunReport, RunError> {
+    if settings.run.paused {
+        tracing::warn!(event = "run_paused", "run.paused is set: no card was touched");
+        return Ok(RunReport::Paused);
+    }
+    let only_card = match &request.card {
+        Some(card_no) => Some(resolve_card(store, card_no).await?),
+        None => None,
+    };
+    let tz = settings.time_zone()?;
+    // Built before the run row exists: a client that cannot be built is a configuration error.
+    let charger = match (settings.fees.mode, request.dry_run) {
+        (FeeMode::Http, false) => {
+            Some(HttpCharger::new(&settings.fees.http).map_err(|e| RunError::Internal(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let started = Instant::now();
+    let handle = if request.dry_run {
+        None
+    } else {
+        for id in store.close_abandoned_runs().await? {
+            tracing::warn!(event = "run_abandoned", run_id = id, "closed run left running by a dead process as failed");
+        }
+        let scope = match (&request.card, request.limit) {
+            (Some(_), _) => Scope::Card,
+            (None, Some(_)) => Scope::Limit,
+            (None, None) => Scope::Full,
+        };
+        Some(store.start_run(&new_run(settings, &request, scope)).await?)
+    };
+    let run_id = handle.as_ref().map(|h| h.id);
+    let charger = if run_id.is_some() { charger } else { None };
+    let fields = RunFields {
+        run_id: run_id.unwrap_or(0),
+        as_of: request.as_of.to_string(),
+        trigger: request.trigger.as_str(),
+        dry_run: request.dry_run,
+    };
+    let shared = Arc::new(Shared {
+        ctx: ChunkContext {
+            run_id,
+            as_of: request.as_of,
+            window_days: settings.run.window_days,
+            tz,
+            correlation_seed: fastrand::u64(..),
+            dry_run: request.dry_run,
+            default_validity_months: settings.run.default_validity_months,
+            fee_mode: settings.fees.mode,
+        },
+        fields: fields.clone(),
+        window_months: window_months(request.as_of, settings.run.window_days).iter().map(|m| m.yyyymm()).collect(),
+        only_card,
+        chunk_size: settings.run.chunk_size,
+        max_reissues: settings.run.max_reissues,
+        max_fee_total: settings.run.max_fee_total,
+        cursor: Mutex::new(Cursor {
+            after: 0,
+            remaining: request.limit,
+            exhausted: false,
+            pass_skipped: false,
+            passes: 0,
+        }),
+        budget: Mutex::new(Budget::default()),
+        chunks: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        dry_balances: Mutex::new(HashMap::new()),
+        dry_counts: std::sync::Mutex::new(BTreeMap::new()),
+        charger,
+        pending: AtomicU64::new(0),
+    });
+    let tasks = if request.dry_run || only_card.is_some() { 1 } else { settings.run.concurrency };
+    let outcome = match settle_leftovers(store, &shared, &shutdown).await {
+        Ok(()) => drive(store, &shared, tasks, shutdown).await,
+        Err(e) => Err(e),
+    };
+    let (status, reason) = match &outcome {
+        Ok(Stopped::Drained) => (RunStatus::Completed, None),
+        Ok(Stopped::Interrupted) => (RunStatus::Interrupted, Some("interrupted by a shutdown signal".to_owned())),
+        Ok(Stopped::Dependency) => {
+            let reason = match &shared.charger {
+                Some(charger) => charger.stop_reason().await,
+                None => None,
+            };
+            (RunStatus::FailedDependency, Some(reason.unwrap_or_else(|| "fee service failed".to_owned())))
+        }
+        Err(e) => (RunStatus::Failed, Some(e.to_string())),
+    };
+    let pending = shared.pending.load(Ordering::SeqCst) as i64;
+    let summary = match handle {
+        Some(handle) => match store.finish_run(handle, status, reason.as_deref(), pending).await {
+            Ok(summary) => summary,
+            // The run's own error says more than the failure to record it.
+            Err(close_error) => return Err(outcome.err().unwrap_or(RunError::Store(close_error))),
+        },
+        None => dry_summary(&request, settings, &shared, status, reason, started),
+    };
+    events::run_summary(&fields, &summary, started.elapsed().as_millis() as i64);
+    match outcome {
+        Err(e) => Err(e),
+        Ok(_) => Ok(RunReport::Finished { summary: Box::new(summary), status }),
+    }
+}
+
+/// HTTP fee mode: settle the reservations earlier runs left pending (their outcome unknown, or
+/// their process killed between charge and commit) before claiming anything new.
+async fn settle_leftovers<S: Store>(
+    store: &S,
+    shared: &Shared,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let (Some(charger), Some(run_id)) = (&shared.charger, shared.ctx.run_id) else { return Ok(()) };
+    let leftovers = store.pending_reservations().await?;
+    if leftovers.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(event = "settling_pending", run_id, count = leftovers.len(), "settling pending fee reservations");
+    let started = Instant::now();
+    let hook = settle::HookAt { chunk: 0, committed_cards: 0, shutdown };
+    let settled = settle::charge_and_finish(store, charger, run_id, leftovers, settle::Origin::Leftover, hook).await?;
+    shared.pending.fetch_add(settled.pending, Ordering::SeqCst);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    for card in &settled.cards {
+        events::card_result(&shared.fields, card, duration_ms);
+    }
+    Ok(())
+}
+
+async fn resolve_card<S: Store>(store: &S, card_no: &str) -> Result<i64, RunError> {
+    if card_no.len() != 16 || !card_no.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RunError::MalformedCard(mask(card_no)));
+    }
+    store.find_card_id(card_no).await?.ok_or_else(|| RunError::UnknownCard(mask(card_no)))
+}
+
+fn new_run(settings: &Settings, request: &RunRequest, scope: Scope) -> NewRun {
+    NewRun {
+        as_of: request.as_of,
+        trigger: request.trigger,
+        scope,
+        params: serde_json::json!({
+            "card": request.card.as_deref().map(mask),
+            "limit": request.limit,
+            "window_days": settings.run.window_days,
+            "chunk_size": settings.run.chunk_size,
+            "concurrency": settings.run.concurrency,
+        }),
+        version: crate::VERSION.to_owned(),
+        fee_mode: settings.fees.mode.as_str().to_owned(),
+    }
+}
+
+async fn drive<S: Store>(
+    store: &S,
+    shared: &Arc<Shared>,
+    tasks: u32,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Stopped, RunError> {
+    hooks::wait_at_start_gate().await;
+    let mut set = JoinSet::new();
+    for _ in 0..tasks {
+        let (store, shared, shutdown) = (store.clone(), Arc::clone(shared), shutdown.clone());
+        set.spawn(async move {
+            let result = chunk_loop(&store, &shared, &shutdown).await;
+            if result.is_err() {
+                shared.stop.store(true, Ordering::SeqCst);
+            }
+            result
+        });
+    }
+    let mut first_error = None;
+    let mut interrupted = false;
+    let mut dependency = false;
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(Stopped::Drained)) => {}
+            Ok(Ok(Stopped::Interrupted)) => interrupted = true,
+            Ok(Ok(Stopped::Dependency)) => dependency = true,
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(join_error) => {
+                first_error.get_or_insert(RunError::Internal(format!("a chunk task ended abnormally: {join_error}")));
+            }
+        }
+    }
+    match (first_error, dependency, interrupted) {
+        (Some(e), _, _) => Err(e),
+        (None, true, _) => Ok(Stopped::Dependency),
+        (None, false, true) => Ok(Stopped::Interrupted),
+        (None, false, false) => Ok(Stopped::Drained),
+    }
+}
+
+async fn chunk_loop<S: Store>(
+    store: &S,
+    shared: &Shared,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Stopped, RunError> {
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(Stopped::Drained);
+        }
+        if *shutdown.borrow() {
+            return Ok(Stopped::Interrupted);
+        }
+        if shared.charger.as_ref().is_some_and(|c| c.tripped()) {
+            return Ok(Stopped::Dependency);
+        }
+        let chunk_started = Instant::now();
+        // The cursor is taken before the transaction: a task must never wait for the cursor
+        // while holding SQLite's write lock, or the two locks could be taken in opposite orders.
+        let mut cursor = shared.cursor.lock().await;
+        if cursor.exhausted {
+            return Ok(Stopped::Drained);
+        }
+        let limit = match cursor.remaining {
+            Some(0) => {
+                cursor.exhausted = true;
+                return Ok(Stopped::Drained);
+            }
+            Some(left) => u32::try_from(left).unwrap_or(u32::MAX).min(shared.chunk_size),
+            None => shared.chunk_size,
+        };
+        let mut tx = store.begin_chunk(shared.ctx.dry_run).await?;
+        // Waiting for the transaction (another writer's lock) can take a while: a shutdown
+        // requested meanwhile must not start a new chunk.
+        if *shutdown.borrow() {
+            return Ok(Stopped::Interrupted);
+        }
+        let page = PageQuery {
+            as_of: shared.ctx.as_of,
+            window_months: shared.window_months.clone(),
+            after: cursor.after,
+            limit,
+            only_card: shared.only_card,
+        };
+        let page = tx.read_candidates(&page).await?;
+        if page.scanned == 0 {
+            if !cursor.pass_skipped {
+                cursor.exhausted = true;
+                return Ok(Stopped::Drained);
+            }
+            // Cards other transactions held were skipped: look at the window again.
+            if cursor.passes >= MAX_RETRY_PASSES {
+                tracing::warn!(
+                    event = "cards_left_locked",
+                    "cards stayed locked by other transactions; the next run takes them"
+                );
+                cursor.exhausted = true;
+                return Ok(Stopped::Drained);
+            }
+            cursor.passes += 1;
+            cursor.after = 0;
+            cursor.pass_skipped = false;
+            drop(tx);
+            drop(cursor);
+            tokio::time::sleep(RETRY_PASS_PAUSE).await;
+            continue;
+        }
+        if shared.only_card.is_none() && page.next_after <= cursor.after {
+            return Err(RunError::Internal(format!(
+                "the candidate keyset did not advance past {} (a card without a member?)",
+                cursor.after
+            )));
+        }
+        cursor.after = page.next_after;
+        cursor.pass_skipped |= page.skipped_locked;
+        if shared.only_card.is_some() {
+            cursor.exhausted = true;
+        }
+        let mut candidates = page.candidates;
+        if let Some(left) = cursor.remaining.as_mut() {
+            // A page may hold whole members beyond the limit; cards past it stay for a later run.
+            candidates.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+            *left -= candidates.len() as u64;
+        }
+        if candidates.is_empty() {
+            continue;
+        }
+        drop(cursor);
+        let chunk_no = shared.chunks.fetch_add(1, Ordering::SeqCst) + 1;
+
+        let written = if shared.ctx.dry_run {
+            let mut balances = shared.dry_balances.lock().await;
+            chunk::write(&mut tx, &shared.ctx, candidates, &mut balances, (chunk_no, shutdown)).await?
+        } else {
+            chunk::write(&mut tx, &shared.ctx, candidates, &mut HashMap::new(), (chunk_no, shutdown)).await?
+        };
+
+        let committed_cards = {
+            let mut budget = shared.budget.lock().await;
+            let reissued = budget.reissued + written.reissued;
+            let fee_total = budget.fee_total + written.fee_total;
+            if shared.max_reissues > 0 && reissued > shared.max_reissues {
+                return Err(RunError::Limit(format!(
+                    "chunk {chunk_no} would bring reissues to {reissued}, over run.max_reissues = {}",
+                    shared.max_reissues
+                )));
+            }
+            if shared.max_fee_total > 0 && fee_total > shared.max_fee_total {
+                return Err(RunError::Limit(format!(
+                    "chunk {chunk_no} would bring fees to {fee_total}, over run.max_fee_total = {}",
+                    shared.max_fee_total
+                )));
+            }
+            hooks::maybe_pause(Point::BeforeCommit, chunk_no, budget.cards, shutdown).await;
+            if !shared.ctx.dry_run {
+                tx.commit().await?;
+            }
+            *budget = Budget { reissued, fee_total, cards: budget.cards + written.cards.len() as u64 };
+            budget.cards
+        };
+        if chunk_no == 1 && !shared.ctx.dry_run && shared.only_card.is_none() {
+            // An optimisation only: two replicas analysing at once can fail one of them
+            // ("tuple concurrently updated"), which must not fail a run.
+            if let Err(e) = store.refresh_statistics().await {
+                tracing::warn!(event = "statistics_refresh_failed", error = %e);
+            }
+        }
+        hooks::maybe_pause(Point::AfterCommit, chunk_no, committed_cards, shutdown).await;
+        hooks::pace_after_commit().await;
+
+        let duration_ms = chunk_started.elapsed().as_millis() as u64;
+        for card in &written.cards {
+            events::card_result(&shared.fields, card, duration_ms);
+        }
+        if let (Some(charger), Some(run_id), false) = (&shared.charger, shared.ctx.run_id, written.reserved.is_empty())
+        {
+            let hook = settle::HookAt { chunk: chunk_no, committed_cards, shutdown };
+            let settled =
+                settle::charge_and_finish(store, charger, run_id, written.reserved, settle::Origin::ThisChunk, hook)
+                    .await?;
+            shared.pending.fetch_add(settled.pending, Ordering::SeqCst);
+            let duration_ms = chunk_started.elapsed().as_millis() as u64;
+            for card in &settled.cards {
+                events::card_result(&shared.fields, card, duration_ms);
+            }
+        }
+        if shared.ctx.dry_run {
+            let mut counts = shared.dry_counts.lock().unwrap_or_else(|p| p.into_inner());
+            for card in &written.cards {
+                let entry = counts.entry(card.code.to_owned()).or_default();
+                entry.count += 1;
+                entry.fee += card.fee;
+            }
+        }
+    }
+}
+
+fn dry_summary(
+    request: &RunRequest,
+    settings: &Settings,
+    shared: &Shared,
+    status: RunStatus,
+    reason: Option<String>,
+    started: Instant,
+) -> RunSummary {
+    let counts = shared.dry_counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let (read, reissued, ineligible, failed, fee_total) = totals(&counts, 0);
+    let now = Utc::now();
+    RunSummary {
+        run_id: 0,
+        as_of: request.as_of,
+        trigger: request.trigger.as_str().to_owned(),
+        scope: "dry_run".to_owned(),
+        status: status.as_str().to_owned(),
+        reason,
+        started_at: now - chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
+        finished_at: Some(now),
+        version: crate::VERSION.to_owned(),
+        fee_mode: settings.fees.mode.as_str().to_owned(),
+        counts,
+        read,
+        reissued,
+        ineligible,
+        failed,
+        pending: 0,
+        fee_total,
+    }
+}

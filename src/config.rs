@@ -1,0 +1,284 @@
+//! Typed settings: the embedded `config/default.toml` < `config/default.toml` on disk <
+//! `config/$APP_ENV.toml` < `RENEWAL__SECTION__KEY` environment variables.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+const EMBEDDED_DEFAULTS: &str = include_str!("../config/default.toml");
+pub const ENV_PREFIX: &str = "RENEWAL";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: APP_ENV={env} but {path} does not exist")]
+    MissingOverlay { env: String, path: String },
+    #[error("configuration: {key} = {value:?}: {problem}")]
+    Invalid { key: &'static str, value: String, problem: &'static str },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub run: RunSettings,
+    pub fees: FeeSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub busy_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+    pub lock_timeout_ms: u64,
+    pub idle_in_transaction_timeout_ms: u64,
+    pub sqlite_cache_bytes: u64,
+    pub sqlite_mmap_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RunSettings {
+    pub time_zone: String,
+    pub window_days: u32,
+    pub chunk_size: u32,
+    pub concurrency: u32,
+    pub paused: bool,
+    pub max_reissues: u64,
+    pub max_fee_total: i64,
+    pub result_retention_days: u32,
+    pub default_validity_months: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeeMode {
+    Ledger,
+    Http,
+}
+
+impl FeeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ledger => "ledger",
+            Self::Http => "http",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FeeSettings {
+    pub mode: FeeMode,
+    pub http: HttpFeeSettings,
+}
+
+/// The external payment service (`fees.mode = "http"`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HttpFeeSettings {
+    pub url: String,
+    /// Sent in `api_key_header` when set. A secret: give it through RENEWAL__FEES__HTTP__API_KEY.
+    pub api_key: String,
+    pub api_key_header: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_retries: u32,
+    pub retry_total_ms: u64,
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    pub max_in_flight: u32,
+    /// Requests per second across the process; 0 = no limit.
+    pub rate_limit_per_second: u32,
+    pub max_consecutive_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogDestination {
+    Stderr,
+    Stdout,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+    pub destination: LogDestination,
+}
+
+impl Settings {
+    /// Loads from `config_dir` (default `./config`, or `$RENEWAL_CONFIG_DIR`) and the environment.
+    pub fn load(config_dir: Option<&Path>) -> Result<Self, ConfigError> {
+        let dir = config_dir
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("RENEWAL_CONFIG_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("config"));
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(EMBEDDED_DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::from(dir.join("default.toml")).required(false));
+        if let Ok(env) = std::env::var("APP_ENV") {
+            let overlay = dir.join(format!("{env}.toml"));
+            if !overlay.exists() {
+                return Err(ConfigError::MissingOverlay { env, path: overlay.display().to_string() });
+            }
+            builder = builder.add_source(config::File::from(overlay));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.time_zone()?;
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            return Err(invalid("database.url", redact_url(url), "must start with sqlite: or postgres:"));
+        }
+        let r = &self.run;
+        if !(1..=100_000).contains(&r.chunk_size) {
+            return Err(invalid("run.chunk_size", r.chunk_size, "must be between 1 and 100000"));
+        }
+        if !(1..=64).contains(&r.concurrency) {
+            return Err(invalid("run.concurrency", r.concurrency, "must be between 1 and 64"));
+        }
+        if r.window_days > 366 {
+            return Err(invalid("run.window_days", r.window_days, "must be at most 366"));
+        }
+        if r.max_fee_total < 0 {
+            return Err(invalid("run.max_fee_total", r.max_fee_total, "must not be negative"));
+        }
+        if !(1..=600).contains(&r.default_validity_months) {
+            return Err(invalid("run.default_validity_months", r.default_validity_months, "must be 1..600"));
+        }
+        if r.result_retention_days <= r.window_days {
+            // Results are how a rerun knows a card was done for its as-of: keep them longer than the window.
+            return Err(invalid("run.result_retention_days", r.result_retention_days, "must exceed run.window_days"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", 0, "must be at least 1"));
+        }
+        if self.fees.mode == FeeMode::Http {
+            self.validate_http()?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|_| invalid("log.level", &self.log.level, "is not a valid tracing filter"))?;
+        Ok(())
+    }
+
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let h = &self.fees.http;
+        if h.url.is_empty() {
+            return Err(invalid("fees.http.url", "", "is required when fees.mode = \"http\""));
+        }
+        match reqwest::Url::parse(&h.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => return Err(invalid("fees.http.url", &h.url, "must be an http:// or https:// URL")),
+        }
+        for (key, value) in [
+            ("fees.http.connect_timeout_ms", h.connect_timeout_ms),
+            ("fees.http.request_timeout_ms", h.request_timeout_ms),
+            ("fees.http.backoff_min_ms", h.backoff_min_ms),
+        ] {
+            if !(1..=600_000).contains(&value) {
+                return Err(invalid(key, value, "must be between 1 and 600000 ms"));
+            }
+        }
+        if h.backoff_max_ms < h.backoff_min_ms {
+            return Err(invalid("fees.http.backoff_max_ms", h.backoff_max_ms, "must be at least backoff_min_ms"));
+        }
+        if !(1..=1024).contains(&h.max_in_flight) {
+            return Err(invalid("fees.http.max_in_flight", h.max_in_flight, "must be between 1 and 1024"));
+        }
+        if h.max_consecutive_failures == 0 {
+            return Err(invalid("fees.http.max_consecutive_failures", 0, "must be at least 1"));
+        }
+        if reqwest::header::HeaderName::from_bytes(h.api_key_header.as_bytes()).is_err() {
+            return Err(invalid("fees.http.api_key_header", &h.api_key_header, "is not a valid header name"));
+        }
+        Ok(())
+    }
+
+    pub fn time_zone(&self) -> Result<Tz, ConfigError> {
+        self.run
+            .time_zone
+            .parse::<Tz>()
+            .map_err(|_| invalid("run.time_zone", &self.run.time_zone, "is not an IANA time zone"))
+    }
+
+    pub fn busy_timeout(&self) -> Duration {
+        Duration::from_millis(self.database.busy_timeout_ms)
+    }
+
+    /// The settings as JSON with secrets removed, for `config` output and run rows.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut copy = self.clone();
+        copy.database.url = redact_url(&copy.database.url);
+        if !copy.fees.http.api_key.is_empty() {
+            copy.fees.http.api_key = "***".to_owned();
+        }
+        serde_json::to_value(copy).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+fn invalid(key: &'static str, value: impl ToString, problem: &'static str) -> ConfigError {
+    ConfigError::Invalid { key, value: value.to_string(), problem }
+}
+
+/// A database URL safe to print: a password, in the user info or in a `password=` query
+/// parameter, is replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let base = match base.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?))) {
+        Some((scheme, (userinfo, host))) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    let Some(query) = query else { return base };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword") => {
+                format!("{k}=***")
+            }
+            _ => p.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_survive_redaction() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/renewal"), "postgres://app:***@db:5432/renewal");
+        assert_eq!(
+            redact_url("postgres://db/renewal?user=app&password=s3cret"),
+            "postgres://db/renewal?user=app&password=***"
+        );
+        assert_eq!(redact_url("sqlite://renewal.db"), "sqlite://renewal.db");
+        assert_eq!(redact_url("postgres://app@db/renewal"), "postgres://app@db/renewal");
+    }
+}

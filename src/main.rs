@@ -1,0 +1,83 @@
+//! CLI entry point: parse arguments, load configuration, start telemetry, call the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use renewal_worker::app::{self, Exit};
+use renewal_worker::cli::Cli;
+use renewal_worker::config::Settings;
+use renewal_worker::telemetry;
+
+fn main() -> ExitCode {
+    cap_malloc_arenas();
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config_dir.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(Exit::Usage as u8);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Failed as u8);
+        }
+    };
+    let log_guard = telemetry::init(&settings.log);
+    let code = runtime.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::warn!(event = "shutdown_requested", "finishing the chunk in flight, then stopping");
+            let _ = stop_tx.send(true);
+        });
+        match app::dispatch(cli.command, &settings, stop_rx).await {
+            Ok(exit) => exit,
+            Err(e) => {
+                let exit = e.exit();
+                if exit != Exit::Usage {
+                    tracing::error!(event = "command_failed", error = %e);
+                }
+                eprintln!("error: {e}");
+                exit
+            }
+        }
+    });
+    drop(log_guard); // flush buffered log lines before the process ends
+    ExitCode::from(code as u8)
+}
+
+/// glibc gives each allocating thread its own malloc arena; the SQLite connection threads and the
+/// runtime's workers would keep about 20 MiB of mostly idle arena memory. Two arenas keep peak
+/// RSS flat as the card count grows.
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
