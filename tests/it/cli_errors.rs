@@ -1,0 +1,124 @@
+//! Bad input gets one clear line on stderr and a documented exit code, never a panic.
+
+use crate::common::*;
+
+/// Runs the command, expects `code`, and returns the one `error:` line (which must exist once).
+fn fails(db: &TestDb, args: &[&str], code: i32) -> String {
+    let out = db.run_cmd(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{args:?}\nstderr: {}", tail(&stderr));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line expected:\n{stderr}");
+    errors[0].to_owned()
+}
+
+/// Usage errors happen before any run starts: stderr is that one line and nothing else.
+fn usage_error(db: &TestDb, args: &[&str]) -> String {
+    let line = fails(db, args, 2);
+    let out = db.run_cmd(args);
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    line
+}
+
+#[test]
+fn bad_configuration_values_name_the_key() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    let cases = [
+        ("RENEWAL__RUN__CHUNK_SIZE", "0", "run.chunk_size"),
+        ("RENEWAL__RUN__CHUNK_SIZE", "lots", "chunk_size"),
+        ("RENEWAL__RUN__TIME_ZONE", "Mars/Olympus", "run.time_zone"),
+        ("RENEWAL__RUN__CONCURRENCY", "1000", "run.concurrency"),
+        ("RENEWAL__DATABASE__URL", "mysql://x", "database.url"),
+        ("RENEWAL__FEES__MODE", "cash", "mode"),
+        ("APP_ENV", "nowhere", "nowhere.toml"),
+    ];
+    for (key, value, named) in cases {
+        let line = usage_error(&TestDb::new().with_env(key, value), &["run"]);
+        assert!(line.contains(named), "{key}={value}: {line}");
+    }
+}
+
+#[test]
+fn a_missing_database_is_a_usage_error_and_is_not_created() {
+    let db = TestDb::new();
+    let line = usage_error(&db, &["run", "--as-of", AS_OF]);
+    assert!(line.contains("does not exist"), "{line}");
+    assert!(!db.path.exists(), "run must never create the database");
+}
+
+#[test]
+fn an_unwritable_database_path_is_one_line() {
+    let db = TestDb::new();
+    let out = db
+        .command(&["migrate"])
+        .env("RENEWAL__DATABASE__URL", format!("sqlite://{}/no/such/dir/x.db", db.dir.path().display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("cannot open database"), "{}", errors[0]);
+}
+
+#[tokio::test]
+async fn unknown_or_malformed_card_and_bad_as_of_are_usage_errors_without_a_run_row() {
+    let db = TestDb::new();
+    db.seed(300);
+    let line = usage_error(&db, &["run", "--as-of", AS_OF, "--card", "4111111111111111"]);
+    assert_eq!(line, "error: card 411111******1111 not found");
+    let line = usage_error(&db, &["run", "--as-of", AS_OF, "--card", "4111-1111"]);
+    assert!(line.contains("16 digits") && !line.contains("4111-1111"), "{line}");
+    for bad in ["2026-02-30", "20261120", "tomorrow"] {
+        let line = usage_error(&db, &["run", "--as-of", bad]);
+        assert!(line.contains("--as-of") && line.contains(bad), "{line}");
+    }
+    let bad_flag = db.run_cmd(&["run", "--limit", "0"]);
+    assert_eq!(bad_flag.status.code(), Some(2));
+    assert_eq!(scalar(&db, "SELECT count(*) FROM run").await, 0);
+}
+
+#[tokio::test]
+async fn a_schema_older_or_newer_than_the_binary_fails_the_run() {
+    let db = TestDb::new();
+    // An SQLite file with no migrations applied.
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db.path).create_if_missing(true))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE unrelated (x INTEGER)").execute(&pool).await.unwrap();
+    let line = fails(&db, &["run", "--as-of", AS_OF], 1);
+    assert!(line.contains("older than this binary"), "{line}");
+    db.ok(&["migrate"]);
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990101000000, 'future', 1, x'00', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let line = fails(&db, &["run", "--as-of", AS_OF], 1);
+    assert!(line.contains("newer than this binary"), "{line}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    let db = TestDb::new();
+    for sub in ["migrate", "seed-demo", "run", "report", "prune", "config", "demo", "explain"] {
+        let out = db.ok(&[sub, "--help"]);
+        assert!(out.contains("Usage: renewal-worker"), "{sub}: {out}");
+    }
+    let run_help = db.ok(&["run", "--help"]);
+    for flag in ["--as-of", "--dry-run", "--card", "--limit"] {
+        assert!(run_help.contains(flag), "{run_help}");
+    }
+}
+
+#[test]
+fn a_missing_postgres_database_is_a_usage_error() {
+    if !postgres_available() {
+        return;
+    }
+    let db = TestDb::new().with_env("RENEWAL__DATABASE__URL", "postgres://postgres@127.0.0.1:5432/renewal_no_such_db");
+    let line = usage_error(&db, &["run", "--as-of", AS_OF]);
+    assert!(line.contains("does not exist") && line.contains("renewal_no_such_db"), "{line}");
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real binary against real SQLite files, one fresh database per test.
+
+mod cli_errors;
+mod common;
+mod crash;
+mod fee_server;
+mod fees_http;
+mod postgres;
+mod race;
+mod run;

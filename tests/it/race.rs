@@ -1,0 +1,160 @@
+//! The single-card path racing the batch on the same card: exactly one application, every time,
+//! and over the loop both orders happen.
+
+use std::time::Duration;
+
+use renewal_worker::{PAUSED_MARKER, START_GATE_ENV};
+
+use crate::common::*;
+use crate::run::{eligible_fee_card, oracle};
+
+both_backends!(the_single_card_path_racing_the_batch_yields_one_application_every_time);
+
+async fn the_single_card_path_racing_the_batch_yields_one_application_every_time(kind: Kind) {
+    let base = TestDb::of(kind);
+    base.seed(300);
+    let expected = oracle(&base).await;
+    let (card_id, card_no) = eligible_fee_card(&base, &expected).await;
+
+    let (mut batch_first, mut card_first) = (0, 0);
+    for i in 0..100u64 {
+        let db = base.copy().await;
+        let gate = db.dir.path().join("go");
+        // The batch is held at its start, connected; the single-card run starts, and the batch is
+        // let go after a varying delay, so each may reach the card first.
+        let mut batch = Spawned::start(db.command(&["run", "--as-of", AS_OF]).env(START_GATE_ENV, &gate));
+        batch.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
+        let mut single = Spawned::start(&mut db.command(&["run", "--as-of", AS_OF, "--card", &card_no]));
+        std::thread::sleep(Duration::from_millis(i % 12 * 5));
+        std::fs::write(&gate, b"go").unwrap();
+        let code = single.wait(Duration::from_secs(60));
+        assert_eq!(code, Some(0), "single-card run, iteration {i}: {}", single.stderr_so_far());
+        let code = batch.wait(Duration::from_secs(60));
+        assert_eq!(code, Some(0), "batch, iteration {i}: {}", batch.stderr_so_far());
+
+        let pool = db.pool().await;
+        assert_eq!(applications_and_debits(&db, card_id).await, (1, 1), "iteration {i}");
+        let winner: String = sqlx::query_scalar(
+            "SELECT run.scope FROM card_application a JOIN run ON run.id = a.run_id WHERE a.old_card_id = $1",
+        )
+        .bind(card_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let codes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT run.scope, r.code FROM result r JOIN run ON run.id = r.run_id WHERE r.card_id = $1 ORDER BY r.id",
+        )
+        .bind(card_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        match winner.as_str() {
+            "full" => {
+                batch_first += 1;
+                // The single-card run waited for or followed the batch and lost: 003_004.
+                assert!(codes.contains(&("card".into(), "003_004".into())), "iteration {i}: {codes:?}");
+            }
+            "card" => {
+                card_first += 1;
+                // The batch either skipped the card (its result for the as-of existed) or lost the claim.
+                assert!(codes.iter().all(|(s, c)| s == "card" || c == "003_004"), "iteration {i}: {codes:?}");
+            }
+            other => panic!("unexpected winner {other}"),
+        }
+    }
+    println!("{kind:?}: batch first {batch_first}, single card first {card_first}");
+    assert!(batch_first > 0 && card_first > 0, "both orders must occur: {batch_first} / {card_first}");
+}
+
+both_backends!(holding_either_side_at_its_commit_gives_one_application_in_both_orders);
+
+/// The race made to happen in both orders: one side is held between its claim and its commit
+/// (holding its locks) while the other starts, then released.
+async fn holding_either_side_at_its_commit_gives_one_application_in_both_orders(kind: Kind) {
+    let base = TestDb::of(kind);
+    base.seed(300);
+    let expected = oracle(&base).await;
+    let (card_id, card_no) = eligible_fee_card(&base, &expected).await;
+    for (i, batch_first) in [true, false, true, false, true, false].into_iter().enumerate() {
+        let db = base.copy().await;
+        let release = db.dir.path().join("release");
+        let batch_args = ["run", "--as-of", AS_OF];
+        let card_args = ["run", "--as-of", AS_OF, "--card", card_no.as_str()];
+        let (first_args, second_args): (&[&str], &[&str]) =
+            if batch_first { (&batch_args, &card_args) } else { (&card_args, &batch_args) };
+        let mut first = Spawned::start(
+            db.command(first_args)
+                .env(renewal_worker::PAUSE_ENV, "before_commit:1")
+                .env(renewal_worker::RELEASE_ENV, &release),
+        );
+        first.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
+        let mut second = Spawned::start(&mut db.command(second_args));
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(&release, b"go").unwrap();
+        assert_eq!(first.wait(Duration::from_secs(60)), Some(0), "iteration {i}");
+        assert_eq!(second.wait(Duration::from_secs(60)), Some(0), "iteration {i}");
+
+        assert_eq!(applications_and_debits(&db, card_id).await, (1, 1), "iteration {i}");
+        let codes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT run.scope, r.code FROM result r JOIN run ON run.id = r.run_id WHERE r.card_id = $1 ORDER BY r.id",
+        )
+        .bind(card_id)
+        .fetch_all(&db.pool().await)
+        .await
+        .unwrap();
+        if batch_first {
+            assert_eq!(codes, [("full".to_owned(), "000_000".to_owned()), ("card".into(), "003_004".into())], "{i}");
+        } else {
+            // The card's own run reissued it; the batch then skipped it (a result for the as-of exists).
+            assert_eq!(codes, [("card".to_owned(), "000_000".to_owned())], "iteration {i}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_lost_to_another_writer_costs_only_that_card() {
+    if !postgres_available() {
+        return;
+    }
+    let base = TestDb::of(Kind::Postgres);
+    base.seed(1500);
+    let expected = oracle(&base).await;
+    let (card_id, _) = eligible_fee_card(&base, &expected).await;
+
+    // The batch has read and evaluated its chunk; before it claims, another writer (here plain
+    // SQL, standing for a path that takes no member lock) creates a live application for one card.
+    let release = base.dir.path().join("release");
+    let mut batch = Spawned::start(
+        base.command(&["run", "--as-of", AS_OF])
+            .env("RENEWAL__RUN__CONCURRENCY", "1")
+            .env(renewal_worker::PAUSE_ENV, "before_claim:1")
+            .env(renewal_worker::RELEASE_ENV, &release),
+    );
+    batch.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
+    sqlx::query(
+        "INSERT INTO card_application (card_apply_no, kind, old_card_id, member_id, product_id, delivery_address, \
+             delivery_address_detail, delivery_zip_code, fee, new_expiry_ym, payment_state, correlation_id, \
+             created_at, updated_at) \
+         SELECT '20261120990000' || lpad(c.id::text, 8, '0'), 'EXPIRY_REISSUE', c.id, c.member_id, c.product_id, \
+                'x', 'x', '00000', 0, 203111, 'APPLIED', '261120020000-0000000', now(), now() \
+         FROM card c WHERE c.id = $1",
+    )
+    .bind(card_id)
+    .execute(&base.pool().await)
+    .await
+    .unwrap();
+    std::fs::write(&release, b"go").unwrap();
+    assert_eq!(batch.wait(Duration::from_secs(60)), Some(0));
+
+    // That card lost its claim (003_004, no debit); every other card matches the oracle.
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as("SELECT card_id, code, fee FROM result ORDER BY card_id")
+        .fetch_all(&base.pool().await)
+        .await
+        .unwrap();
+    let got: std::collections::BTreeMap<i64, (String, i64)> =
+        rows.into_iter().map(|(c, code, fee)| (c, (code, fee))).collect();
+    let mut want = expected.clone();
+    want.insert(card_id, ("003_004".to_owned(), 0));
+    assert_eq!(got, want);
+    assert_eq!(applications_and_debits(&base, card_id).await, (1, 0));
+}
