@@ -1,0 +1,451 @@
+//! The benchmark: the worker's `run` (release build, ledger fees) against a set-based SQL
+//! reference on identical copies of the same generated data, on SQLite and PostgreSQL, plus the
+//! HTTP fee mode against a local fee service. Run it with `bench/run.sh` (see README
+//! "Performance"); it prints one table and writes the same as JSON.
+
+mod reference;
+
+#[allow(dead_code)]
+#[path = "../tests/it/fee_server.rs"]
+mod fee_server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use clap::Parser;
+use reference::Dialect;
+use sqlx::{Connection, Row};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser, Debug)]
+#[command(about = "Worker throughput, memory and HTTP fee throughput against the database's set-based limit")]
+struct Args {
+    /// Card counts to measure (comma-separated), e.g. 100000,1000000.
+    #[arg(long, value_delimiter = ',', default_value = "100000")]
+    cards: Vec<u64>,
+    /// Databases to measure: sqlite, postgres.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    db: Vec<String>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Also measure HTTP fee mode on this many cards (0 = skip; 400000 gives >= 20,000 fee-bearing candidates).
+    #[arg(long, default_value_t = 0)]
+    http_cards: u64,
+    /// Fee service latency for the HTTP cell, milliseconds.
+    #[arg(long, default_value_t = 20)]
+    http_latency_ms: u64,
+    #[arg(long, default_value_t = 64)]
+    http_max_in_flight: u32,
+    /// Chunks in flight at once in the HTTP cell (`run.concurrency`; README recommends 4 in HTTP mode).
+    #[arg(long, default_value_t = 4)]
+    http_concurrency: u32,
+    /// PostgreSQL server (trust auth); bench databases are created beside `test`.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+    pg: String,
+    #[arg(long, default_value = "2026-11-20")]
+    as_of: String,
+    /// Where data, logs and results go.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row_ {
+    database: String,
+    cards: u64,
+    candidates: i64,
+    worker_seconds: f64,
+    reference_seconds: f64,
+    ratio: f64,
+    cards_per_second: f64,
+    peak_rss_mib: f64,
+}
+
+/// Counts per code, total fee and the set of marked cards: what must agree.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    counts: BTreeMap<String, (i64, i64)>,
+    fee_total: i64,
+    marked: Vec<i64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn worker_exe() -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe()?.with_file_name("renewal-worker");
+    if !exe.exists() {
+        return Err(format!("{} not found: build it first (bench/run.sh does)", exe.display()).into());
+    }
+    Ok(exe)
+}
+
+struct Target {
+    dialect: Dialect,
+    url: String,
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+}
+
+fn worker(url: &str, args: &[&str], log: &Path, envs: &[(&str, String)]) -> Result<(f64, f64), Error> {
+    let rss_file = log.with_extension("rss");
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(worker_exe()?).args(args);
+    cmd.env("RENEWAL__DATABASE__URL", url)
+        .env("RENEWAL__LOG__FORMAT", "json")
+        .env("RENEWAL_CONFIG_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let status = cmd.status()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !status.success() {
+        return Err(format!("worker {args:?} failed ({status}); see {}", log.display()).into());
+    }
+    let rss_kib: f64 = std::fs::read_to_string(&rss_file)?.trim().lines().last().unwrap_or("0").trim().parse()?;
+    Ok((seconds, rss_kib / 1024.0))
+}
+
+async fn admin(args: &Args) -> Result<sqlx::PgConnection, Error> {
+    Ok(sqlx::PgConnection::connect(&format!("{}/test", args.pg)).await?)
+}
+
+async fn pg_exists(args: &Args, name: &str) -> Result<bool, Error> {
+    let mut conn = admin(args).await?;
+    Ok(sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await?
+        .is_some())
+}
+
+async fn pg_exec(args: &Args, sql: String) -> Result<(), Error> {
+    let mut conn = admin(args).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+    Ok(())
+}
+
+/// The generated data set for (database, cards, seed), made once and reused.
+async fn template(args: &Args, dialect: Dialect, cards: u64) -> Result<String, Error> {
+    let tag = format!("{cards}_s{}", args.seed);
+    let (url, exists) = match dialect {
+        Dialect::Sqlite => {
+            let path = args.out.join("data").join(format!("sqlite_{tag}.db"));
+            (format!("sqlite://{}", path.display()), path.exists())
+        }
+        Dialect::Postgres => {
+            let name = format!("bench_tpl_{tag}");
+            (format!("{}/{name}", args.pg), pg_exists(args, &name).await?)
+        }
+    };
+    if !exists {
+        let log = args.out.join("logs").join(format!("seed_{tag}.log"));
+        let started = Instant::now();
+        let seed = args.seed.to_string();
+        let n = cards.to_string();
+        worker(&url, &["seed-demo", "--cards", &n, "--seed", &seed, "--as-of", &args.as_of], &log, &[])?;
+        println!("generated {cards} cards on {dialect:?} in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    // Data made by an older build gets this build's migrations (cheap: no data migration yet).
+    worker(&url, &["migrate"], &args.out.join("logs").join(format!("migrate_{tag}.log")), &[])?;
+    if dialect == Dialect::Sqlite {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await?;
+    }
+    Ok(url)
+}
+
+/// A fresh copy of the template named `role`; returns its URL.
+async fn copy(args: &Args, dialect: Dialect, template: &str, role: &str) -> Result<String, Error> {
+    match dialect {
+        Dialect::Sqlite => {
+            let from = template.trim_start_matches("sqlite://");
+            let to = args.out.join("work").join(format!("{role}.db"));
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", to.display()));
+            }
+            std::fs::copy(from, &to)?;
+            Ok(format!("sqlite://{}", to.display()))
+        }
+        Dialect::Postgres => {
+            let name = format!("bench_{role}");
+            let tpl = template.rsplit('/').next().unwrap_or_default();
+            pg_exec(args, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+            pg_exec(args, format!("CREATE DATABASE {name} TEMPLATE {tpl}")).await?;
+            Ok(format!("{}/{name}", args.pg))
+        }
+    }
+}
+
+async fn run_reference(dialect: Dialect, url: &str, as_of: NaiveDate, months: &[i64]) -> Result<f64, Error> {
+    macro_rules! go {
+        ($conn:expr) => {{
+            let mut conn = $conn;
+            let started = Instant::now();
+            let mut tx = conn.begin().await?;
+            let run_id: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(reference::run_row(dialect, as_of))).fetch_one(&mut *tx).await?;
+            for sql in reference::statements(dialect, as_of, months, run_id) {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(started.elapsed().as_secs_f64())
+        }};
+    }
+    match dialect {
+        Dialect::Sqlite => {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                .foreign_keys(true);
+            go!(sqlx::SqliteConnection::connect_with(&options).await?)
+        }
+        Dialect::Postgres => go!(sqlx::PgConnection::connect(url).await?),
+    }
+}
+
+async fn outcome(dialect: Dialect, url: &str, as_of: &str) -> Result<Outcome, Error> {
+    let counts_sql = "SELECT code, count(*), CAST(coalesce(sum(fee), 0) AS BIGINT) FROM result \
+                      WHERE CAST(as_of AS TEXT) = $1 GROUP BY code ORDER BY code";
+    let marked_sql = "SELECT id FROM card WHERE replaced_by_application_id IS NOT NULL ORDER BY id";
+    macro_rules! read {
+        ($conn:expr) => {{
+            let mut conn = $conn;
+            let rows = sqlx::query(counts_sql).bind(as_of).fetch_all(&mut conn).await?;
+            let mut counts = BTreeMap::new();
+            for r in &rows {
+                counts.insert(r.try_get::<String, _>(0)?, (r.try_get::<i64, _>(1)?, r.try_get::<i64, _>(2)?));
+            }
+            let marked: Vec<i64> = sqlx::query_scalar(marked_sql).fetch_all(&mut conn).await?;
+            let fee_total = counts.values().map(|(_, f)| f).sum();
+            Outcome { counts, fee_total, marked }
+        }};
+    }
+    Ok(match dialect {
+        Dialect::Sqlite => read!(sqlx::SqliteConnection::connect(url).await?),
+        Dialect::Postgres => read!(sqlx::PgConnection::connect(url).await?),
+    })
+}
+
+fn window(as_of: NaiveDate) -> Vec<i64> {
+    renewal_worker::domain::expiry::window_months(as_of, 30).iter().map(|m| m.yyyymm()).collect()
+}
+
+async fn cell(args: &Args, target: &Target, cards: u64) -> Result<Row_, Error> {
+    let as_of = NaiveDate::parse_from_str(&args.as_of, "%Y-%m-%d")?;
+    let tpl = template(args, target.dialect, cards).await?;
+    let explain = Command::new(worker_exe()?)
+        .args(["explain", "--as-of", &args.as_of])
+        .env("RENEWAL__DATABASE__URL", &tpl)
+        .env("RENEWAL_CONFIG_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
+        .output()?;
+    let plan = String::from_utf8_lossy(&explain.stdout);
+    if !explain.status.success() || !plan.contains("card_expiry_unreissued") {
+        return Err(
+            format!("the candidate scan does not use card_expiry_unreissued on {}:\n{plan}", target.name()).into()
+        );
+    }
+    let (mut worker_s, mut rss, mut reference_s) = (Vec::new(), Vec::new(), Vec::new());
+    let mut worker_url = String::new();
+    let mut reference_url = String::new();
+    for i in 0..args.runs {
+        worker_url = copy(args, target.dialect, &tpl, "worker").await?;
+        let log = args.out.join("logs").join(format!("{}_{cards}_run{i}.log", target.name()));
+        let (s, mib) = worker(&worker_url, &["run", "--as-of", &args.as_of], &log, &[])?;
+        worker_s.push(s);
+        rss.push(mib);
+        reference_url = copy(args, target.dialect, &tpl, "reference").await?;
+        reference_s.push(run_reference(target.dialect, &reference_url, as_of, &window(as_of)).await?);
+    }
+    let worker_outcome = outcome(target.dialect, &worker_url, &args.as_of).await?;
+    let reference_outcome = outcome(target.dialect, &reference_url, &args.as_of).await?;
+    if worker_outcome != reference_outcome {
+        return Err(format!(
+            "OUTCOMES DIFFER on {} at {cards} cards:\nworker    {:?} fee {} marked {}\nreference {:?} fee {} marked {}",
+            target.name(),
+            worker_outcome.counts,
+            worker_outcome.fee_total,
+            worker_outcome.marked.len(),
+            reference_outcome.counts,
+            reference_outcome.fee_total,
+            reference_outcome.marked.len()
+        )
+        .into());
+    }
+    let candidates: i64 = worker_outcome.counts.values().map(|(n, _)| n).sum();
+    let (w, r) = (median(worker_s), median(reference_s));
+    Ok(Row_ {
+        database: target.name().to_owned(),
+        cards,
+        candidates,
+        worker_seconds: w,
+        reference_seconds: r,
+        ratio: r / w,
+        cards_per_second: candidates as f64 / w,
+        peak_rss_mib: median(rss),
+    })
+}
+
+#[derive(Debug, serde::Serialize)]
+struct HttpRow {
+    cards: u64,
+    fee_charges: u64,
+    /// Every answered request (charges and declines): the pipeline's own rate.
+    requests: u64,
+    requests_per_second: f64,
+    seconds: f64,
+    charges_per_second: f64,
+    ideal_per_second: f64,
+    ratio_to_ideal: f64,
+    max_in_flight_seen: usize,
+}
+
+async fn http_cell(args: &Args) -> Result<HttpRow, Error> {
+    let tpl = template(args, Dialect::Sqlite, args.http_cards).await?;
+    let url = copy(args, Dialect::Sqlite, &tpl, "http").await?;
+    let balances: HashMap<i64, i64> = {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+        sqlx::query_as("SELECT member_id, balance FROM wallet").fetch_all(&mut conn).await?.into_iter().collect()
+    };
+    let server = fee_server::FeeServer::start(balances, Duration::from_millis(args.http_latency_ms));
+    let log = args.out.join("logs").join("http.log");
+    worker(
+        &url,
+        &["run", "--as-of", &args.as_of],
+        &log,
+        &[
+            ("RENEWAL__FEES__MODE", "http".to_owned()),
+            ("RENEWAL__FEES__HTTP__URL", server.url()),
+            ("RENEWAL__FEES__HTTP__MAX_IN_FLIGHT", args.http_max_in_flight.to_string()),
+            ("RENEWAL__RUN__CONCURRENCY", args.http_concurrency.to_string()),
+        ],
+    )?;
+    server.assert_no_card_charged_twice();
+    let ledger = server.ledger();
+    let seconds = match (ledger.first_request, ledger.last_response) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64(),
+        _ => return Err("the fee service saw no request".into()),
+    };
+    let ideal = f64::from(args.http_max_in_flight) / (args.http_latency_ms as f64 / 1000.0);
+    let rate = ledger.charges as f64 / seconds;
+    let requests: u64 = ledger.requests.values().map(|n| u64::from(*n)).sum();
+    Ok(HttpRow {
+        cards: args.http_cards,
+        fee_charges: ledger.charges,
+        requests,
+        requests_per_second: requests as f64 / seconds,
+        seconds,
+        charges_per_second: rate,
+        ideal_per_second: ideal,
+        ratio_to_ideal: rate / ideal,
+        max_in_flight_seen: server.max_in_flight(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args = Args::parse();
+    for dir in ["data", "work", "logs"] {
+        std::fs::create_dir_all(args.out.join(dir))?;
+    }
+    let mut targets = Vec::new();
+    for db in &args.db {
+        targets.push(match db.as_str() {
+            "sqlite" => Target { dialect: Dialect::Sqlite, url: String::new() },
+            "postgres" => Target { dialect: Dialect::Postgres, url: args.pg.clone() },
+            other => return Err(format!("unknown --db {other}").into()),
+        });
+    }
+    let mut rows = Vec::new();
+    for &cards in &args.cards {
+        for target in &targets {
+            let _ = &target.url;
+            let row = cell(&args, target, cards).await?;
+            println!(
+                "  {:<9} {:>9} cards: worker {:.2} s, reference {:.2} s, ratio {:.2}, rss {:.1} MiB",
+                row.database, row.cards, row.worker_seconds, row.reference_seconds, row.ratio, row.peak_rss_mib
+            );
+            rows.push(row);
+        }
+    }
+    println!();
+    println!(
+        "{:<9} {:>9} {:>10} {:>9} {:>9} {:>6} {:>10} {:>9}",
+        "database", "cards", "candidates", "worker s", "ref s", "ratio", "cards/s", "rss MiB"
+    );
+    for r in &rows {
+        println!(
+            "{:<9} {:>9} {:>10} {:>9.2} {:>9.2} {:>6.2} {:>10.0} {:>9.1}",
+            r.database,
+            r.cards,
+            r.candidates,
+            r.worker_seconds,
+            r.reference_seconds,
+            r.ratio,
+            r.cards_per_second,
+            r.peak_rss_mib
+        );
+    }
+    let http = if args.http_cards > 0 { Some(http_cell(&args).await?) } else { None };
+    if let Some(h) = &http {
+        println!();
+        println!(
+            "http fees: {} charges in {:.2} s = {:.0}/s; ideal {:.0}/s (max_in_flight {} / {} ms); ratio {:.2}; \
+             all answers (charges and declines) {} = {:.0}/s ({:.2} of ideal); max in flight seen {}",
+            h.fee_charges,
+            h.seconds,
+            h.charges_per_second,
+            h.ideal_per_second,
+            args.http_max_in_flight,
+            args.http_latency_ms,
+            h.ratio_to_ideal,
+            h.requests,
+            h.requests_per_second,
+            h.requests_per_second / h.ideal_per_second,
+            h.max_in_flight_seen
+        );
+    }
+    let json = serde_json::json!({
+        "machine": machine(),
+        "as_of": args.as_of,
+        "seed": args.seed,
+        "runs": args.runs,
+        "rows": rows,
+        "http": http,
+    });
+    let path = args.out.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    println!("\nwritten {}", path.display());
+    Ok(())
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+    });
+    serde_json::json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
