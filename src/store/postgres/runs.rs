@@ -69,7 +69,15 @@ pub(super) async fn close_abandoned(pool: &PgPool) -> Result<Vec<i64>, StoreErro
             .fetch_one(&mut *tx)
             .await
             .context("probing a run lock")?;
-        if free {
+        // The listing may be stale: a run that finished after it commits its row before its lock
+        // goes, so with the lock in hand a fresh read tells dead runs from finished ones.
+        let still_running = free
+            && sqlx::query_scalar::<_, bool>("SELECT status = 'running' FROM run WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .context("re-reading a run row")?;
+        if still_running {
             let counts = aggregate(&mut tx, id).await?;
             write_end(
                 &mut tx,
