@@ -82,7 +82,7 @@ pub async fn dispatch(
             settings.database.url = format!("sqlite://{}", db.display());
             remove_sqlite_files(&db)?;
             let as_of = resolve_as_of(None, &settings)?;
-            let store = SqliteStore::connect(&settings.database, Create::IfMissing, pool_size(&settings)).await?;
+            let store = SqliteStore::connect(&settings.database, Create::IfMissing).await?;
             seed_demo(&store, &settings, cards, seed, as_of).await?;
             let request = RunRequest { as_of, trigger: Trigger::Manual, dry_run: false, card: None, limit: None };
             run(&store, &settings, request, shutdown).await
@@ -161,7 +161,7 @@ fn pool_size(settings: &Settings) -> u32 {
 async fn open(settings: &Settings, create: Create) -> Result<Backend, AppError> {
     let url = &settings.database.url;
     if url.starts_with("sqlite:") {
-        Ok(Backend::Sqlite(SqliteStore::connect(&settings.database, create, pool_size(settings)).await?))
+        Ok(Backend::Sqlite(SqliteStore::connect(&settings.database, create).await?))
     } else {
         Ok(Backend::Postgres(PgStore::connect(&settings.database, create, pool_size(settings)).await?))
     }

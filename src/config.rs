@@ -39,6 +39,7 @@ pub struct DatabaseSettings {
     pub idle_in_transaction_timeout_ms: u64,
     pub sqlite_cache_bytes: u64,
     pub sqlite_mmap_bytes: u64,
+    pub sqlite_wal_autocheckpoint_pages: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

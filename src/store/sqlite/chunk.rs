@@ -6,7 +6,8 @@ use serde_json::json;
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
 use super::ts;
-use crate::store::rows::{candidate_from_row, claimed_from_row, expect_rows};
+use crate::domain::eligibility::{CardFacts, MemberFacts, ProductFacts};
+use crate::store::rows::{claimed_from_row, expect_rows};
 use crate::store::{
     Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultRow, Settlement,
     StoreError,
@@ -45,25 +46,93 @@ fn page_ids_sql(months: usize) -> String {
     format!("{} ORDER BY id LIMIT ?3", per_month.join(" UNION ALL "))
 }
 
+/// The whole page as one row holding a JSON array of candidates: sqlx hands every result row
+/// across threads, so one row per page instead of one per card is a third off the read
+/// (DESIGN §8). Fields are positional, in `CandidateJson`'s order; the aggregate does not
+/// promise an order, so the page is sorted after decoding.
 fn candidates_sql(page_ids: &str) -> String {
     format!(
         "WITH page(id) AS ({page_ids}) \
-         SELECT c.id, c.card_no, c.status, c.expiry_ym, \
-                coalesce(c.par, '') <> '' AS has_par, \
-                c.replaced_by_application_id IS NOT NULL OR EXISTS ({live}) AS already, \
-                m.id AS member_id, m.status = 'CANCELLED' AS cancelled, \
-                coalesce(trim(m.name), '') <> '' AS has_name, coalesce(trim(m.mobile), '') <> '' AS has_mobile, \
+         SELECT json_group_array(json_array( \
+                c.id, c.card_no, c.status, c.expiry_ym, \
+                coalesce(c.par, '') <> '', \
+                c.replaced_by_application_id IS NOT NULL OR EXISTS ({live}), \
+                m.id, m.status = 'CANCELLED', \
+                coalesce(trim(m.name), '') <> '', coalesce(trim(m.mobile), '') <> '', \
                 m.address, m.address_detail, m.zip_code, \
-                c.product_id, coalesce(p.allows_expiry_reissue, 0) AS allows, coalesce(p.reissue_fee, 0) AS fee, \
-                p.validity_months, coalesce(w.balance, 0) AS balance, \
-                (SELECT count(*) FROM card_application a WHERE a.old_card_id = c.id AND a.kind = 'EXPIRY_REISSUE') AS prior \
+                c.product_id, coalesce(p.allows_expiry_reissue, 0), coalesce(p.reissue_fee, 0), \
+                p.validity_months, coalesce(w.balance, 0), \
+                (SELECT count(*) FROM card_application a WHERE a.old_card_id = c.id AND a.kind = 'EXPIRY_REISSUE'))) \
          FROM page JOIN card c ON c.id = page.id \
          LEFT JOIN member m ON m.id = c.member_id \
          LEFT JOIN card_product p ON p.id = c.product_id \
-         LEFT JOIN wallet w ON w.member_id = c.member_id \
-         ORDER BY c.id",
+         LEFT JOIN wallet w ON w.member_id = c.member_id",
         live = LIVE_APPLICATION.replace("card.id", "c.id"),
     )
+}
+
+/// One element of the page's JSON array (SQLite booleans arrive as 0/1).
+#[derive(serde::Deserialize)]
+struct CandidateJson {
+    id: i64,
+    card_no: String,
+    status: String,
+    expiry_ym: i64,
+    has_par: u8,
+    already: u8,
+    member_id: Option<i64>,
+    cancelled: Option<u8>,
+    has_name: u8,
+    has_mobile: u8,
+    address: Option<String>,
+    address_detail: Option<String>,
+    zip_code: Option<String>,
+    product_id: i64,
+    allows: u8,
+    fee: i64,
+    validity_months: Option<i64>,
+    balance: i64,
+    prior: i64,
+}
+
+impl From<CandidateJson> for Candidate {
+    fn from(j: CandidateJson) -> Self {
+        Candidate {
+            facts: CardFacts {
+                card_id: j.id,
+                card_no: j.card_no,
+                status: j.status,
+                expiry_yyyymm: j.expiry_ym,
+                has_par: j.has_par != 0,
+                already_reissued: j.already != 0,
+                member: j.member_id.map(|member_id| MemberFacts {
+                    member_id,
+                    cancelled: j.cancelled.is_none_or(|c| c != 0),
+                    has_name: j.has_name != 0,
+                    has_mobile: j.has_mobile != 0,
+                    address: j.address,
+                    address_detail: j.address_detail,
+                    zip_code: j.zip_code,
+                }),
+                product: ProductFacts {
+                    product_id: j.product_id,
+                    allows_expiry_reissue: j.allows != 0,
+                    reissue_fee: j.fee,
+                },
+            },
+            balance: j.balance,
+            prior_applications: j.prior,
+            validity_months: j.validity_months,
+        }
+    }
+}
+
+fn decode_page(json: &str) -> Result<Vec<Candidate>, StoreError> {
+    let rows: Vec<CandidateJson> = serde_json::from_str(json)
+        .map_err(|e| StoreError::Invariant { context: "decoding a candidate page", detail: e.to_string() })?;
+    let mut candidates: Vec<Candidate> = rows.into_iter().map(Candidate::from).collect();
+    candidates.sort_unstable_by_key(|c| c.facts.card_id);
+    Ok(candidates)
 }
 
 fn page_sql(page: &PageQuery) -> String {
@@ -100,9 +169,9 @@ impl ChunkTx for SqliteChunk {
             return Ok(CandidatePage::default());
         }
         let sql = page_sql(page);
-        let rows = bind_page(&sql, page).fetch_all(&mut *self.tx).await.context("reading candidates")?;
-        let candidates: Vec<Candidate> =
-            rows.iter().map(candidate_from_row).collect::<Result<_, _>>().context("decoding a candidate")?;
+        let row = bind_page(&sql, page).fetch_one(&mut *self.tx).await.context("reading candidates")?;
+        let json: String = row.try_get(0).context("reading candidates")?;
+        let candidates = decode_page(&json)?;
         // The write lock taken by BEGIN IMMEDIATE makes every scanned card this chunk's.
         Ok(CandidatePage {
             scanned: candidates.len(),
@@ -140,7 +209,7 @@ impl ChunkTx for SqliteChunk {
              SELECT j.value ->> '$[0]', 'EXPIRY_REISSUE', j.value ->> '$[1]', m.id, j.value ->> '$[3]', \
                  m.address, m.address_detail, m.zip_code, j.value ->> '$[4]', j.value ->> '$[5]', \
                  j.value ->> '$[6]', j.value ->> '$[7]', j.value ->> '$[8]', ?2, ?2 \
-             FROM json_each(?1) j JOIN member m ON m.id = j.value ->> '$[2]' WHERE true \
+             FROM jsonb_each(?1) j JOIN member m ON m.id = j.value ->> '$[2]' WHERE true \
              ON CONFLICT (old_card_id) WHERE kind = 'EXPIRY_REISSUE' AND payment_state <> 'CANCELLED' \
              DO NOTHING RETURNING old_card_id, id",
         )
@@ -156,7 +225,7 @@ impl ChunkTx for SqliteChunk {
         if application_ids.is_empty() {
             return Ok(());
         }
-        let done = sqlx::query("DELETE FROM card_application WHERE id IN (SELECT value FROM json_each(?1))")
+        let done = sqlx::query("DELETE FROM card_application WHERE id IN (SELECT value FROM jsonb_each(?1))")
             .bind(json!(application_ids).to_string())
             .execute(&mut *self.tx)
             .await
@@ -175,7 +244,7 @@ impl ChunkTx for SqliteChunk {
         let inserted = sqlx::query(
             "INSERT INTO wallet_debit (wallet_id, application_id, reference, amount, created_at) \
              SELECT w.id, j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', ?2 \
-             FROM json_each(?1) j JOIN wallet w ON w.member_id = j.value ->> '$[0]'",
+             FROM jsonb_each(?1) j JOIN wallet w ON w.member_id = j.value ->> '$[0]'",
         )
         .bind(&payload)
         .bind(ts(Utc::now()))
@@ -191,7 +260,7 @@ impl ChunkTx for SqliteChunk {
         let updated = sqlx::query(
             "UPDATE wallet SET balance = balance - d.total \
              FROM (SELECT j.value ->> '$[0]' AS member_id, sum(j.value ->> '$[3]') AS total \
-                   FROM json_each(?1) j GROUP BY 1) AS d \
+                   FROM jsonb_each(?1) j GROUP BY 1) AS d \
              WHERE wallet.member_id = d.member_id AND wallet.balance >= d.total",
         )
         .bind(&payload)
@@ -210,7 +279,7 @@ impl ChunkTx for SqliteChunk {
         let rows = sqlx::query(
             "UPDATE card_application SET payment_state = j.state, payment_ref = j.ref, updated_at = ?2 \
              FROM (SELECT value ->> '$[0]' AS id, value ->> '$[1]' AS state, value ->> '$[2]' AS ref \
-                   FROM json_each(?1)) AS j \
+                   FROM jsonb_each(?1)) AS j \
              WHERE card_application.id = j.id AND +card_application.payment_state = 'PENDING_PAYMENT' \
              RETURNING card_application.id",
         )
@@ -227,7 +296,7 @@ impl ChunkTx for SqliteChunk {
             return Ok(());
         }
         sqlx::query(
-            "DELETE FROM card_application WHERE id IN (SELECT value FROM json_each(?1)) \
+            "DELETE FROM card_application WHERE id IN (SELECT value FROM jsonb_each(?1)) \
              AND payment_state = 'PENDING_PAYMENT'",
         )
         .bind(json!(application_ids).to_string())
@@ -247,7 +316,7 @@ impl ChunkTx for SqliteChunk {
         // and seek each card by its primary key.
         let done = sqlx::query(
             "UPDATE card SET replaced_by_application_id = j.app, reissued_at = ?2 \
-             FROM (SELECT value ->> '$[0]' AS card_id, value ->> '$[1]' AS app FROM json_each(?1)) AS j \
+             FROM (SELECT value ->> '$[0]' AS card_id, value ->> '$[1]' AS app FROM jsonb_each(?1)) AS j \
              WHERE card.id = j.card_id AND +card.replaced_by_application_id IS NULL",
         )
         .bind(serde_json::Value::Array(payload).to_string())
@@ -270,7 +339,7 @@ impl ChunkTx for SqliteChunk {
             "INSERT INTO result (run_id, card_id, as_of, code, message, fee, card_apply_no, correlation_id, created_at) \
              SELECT ?2, j.value ->> '$[0]', ?3, j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
                     j.value ->> '$[4]', j.value ->> '$[5]', ?4 \
-             FROM json_each(?1) j",
+             FROM jsonb_each(?1) j",
         )
         .bind(serde_json::Value::Array(payload).to_string())
         .bind(run_id)

@@ -34,7 +34,7 @@ pub enum Create {
 }
 
 impl SqliteStore {
-    pub async fn connect(settings: &DatabaseSettings, create: Create, pool_size: u32) -> Result<Self, StoreError> {
+    pub async fn connect(settings: &DatabaseSettings, create: Create) -> Result<Self, StoreError> {
         let url = &settings.url;
         let connect_err = |source| StoreError::Connect { url: url.clone(), source };
         let base = SqliteConnectOptions::from_str(url).map_err(connect_err)?;
@@ -50,10 +50,17 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_millis(settings.busy_timeout_ms))
             .foreign_keys(true)
             .pragma("cache_size", format!("-{cache_kib}"))
-            .pragma("mmap_size", settings.sqlite_mmap_bytes.to_string());
+            .pragma("mmap_size", settings.sqlite_mmap_bytes.to_string())
+            .pragma("wal_autocheckpoint", settings.sqlite_wal_autocheckpoint_pages.to_string());
+        // One connection: SQLite has one writer, so a second connection
+        // adds no throughput, and a connection drops its whole page cache whenever another one
+        // has written, so connections taking turns read every page from the file again (a fifth
+        // of the 1M run) and each one holds its own cache (RSS grew with the card count). Waiting
+        // for the connection is waiting for the write lock, so it gets the busy timeout.
+        let busy = std::time::Duration::from_millis(settings.busy_timeout_ms);
         let pool = SqlitePoolOptions::new()
-            .max_connections(pool_size.max(1))
-            .acquire_timeout(std::time::Duration::from_millis(settings.connect_timeout_ms.max(1000)))
+            .max_connections(1)
+            .acquire_timeout(busy.max(std::time::Duration::from_millis(settings.connect_timeout_ms)))
             .connect_with(options)
             .await
             .map_err(connect_err)?;
