@@ -9,14 +9,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogDestination, LogFormat, LogSettings};
 
+/// Log lines queued for the writer thread at most.
+const BUFFERED_LINES: usize = 4096;
+
 pub fn init(settings: &LogSettings) -> WorkerGuard {
+    // A full buffer makes the logging thread wait (never drop). The default bound, 128,000
+    // lines, let a lagging writer hold tens of MiB of queued lines on a big run: memory that
+    // grew with the card count. A few thousand lines still absorb a chunk's burst.
+    let builder = || NonBlockingBuilder::default().lossy(false).buffered_lines_limit(BUFFERED_LINES);
     let (writer, is_terminal) = match settings.destination {
-        LogDestination::Stderr => {
-            (NonBlockingBuilder::default().lossy(false).finish(std::io::stderr()), std::io::stderr().is_terminal())
-        }
-        LogDestination::Stdout => {
-            (NonBlockingBuilder::default().lossy(false).finish(std::io::stdout()), std::io::stdout().is_terminal())
-        }
+        LogDestination::Stderr => (builder().finish(std::io::stderr()), std::io::stderr().is_terminal()),
+        LogDestination::Stdout => (builder().finish(std::io::stdout()), std::io::stdout().is_terminal()),
     };
     let (writer, guard) = writer;
     let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
