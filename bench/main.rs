@@ -309,11 +309,15 @@ async fn cell(args: &Args, target: &Target, cards: u64) -> Result<Row_, Error> {
 #[derive(Debug, serde::Serialize)]
 struct HttpRow {
     cards: u64,
+    /// Cards the fee service answered (charged or declined): each needs exactly one round trip,
+    /// so these are what `max_in_flight / latency` bounds.
+    fee_cards: u64,
     fee_charges: u64,
-    /// Every answered request (charges and declines): the pipeline's own rate.
+    fee_declines: u64,
+    /// Requests sent, retries included (equal to `fee_cards` when nothing failed).
     requests: u64,
-    requests_per_second: f64,
     seconds: f64,
+    cards_per_second: f64,
     charges_per_second: f64,
     ideal_per_second: f64,
     ratio_to_ideal: f64,
@@ -347,17 +351,19 @@ async fn http_cell(args: &Args) -> Result<HttpRow, Error> {
         _ => return Err("the fee service saw no request".into()),
     };
     let ideal = f64::from(args.http_max_in_flight) / (args.http_latency_ms as f64 / 1000.0);
-    let rate = ledger.charges as f64 / seconds;
-    let requests: u64 = ledger.requests.values().map(|n| u64::from(*n)).sum();
+    let fee_cards = ledger.requests.len() as u64;
+    let cards_per_second = fee_cards as f64 / seconds;
     Ok(HttpRow {
         cards: args.http_cards,
+        fee_cards,
         fee_charges: ledger.charges,
-        requests,
-        requests_per_second: requests as f64 / seconds,
+        fee_declines: fee_cards - ledger.charges,
+        requests: ledger.requests.values().map(|n| u64::from(*n)).sum(),
         seconds,
-        charges_per_second: rate,
+        cards_per_second,
+        charges_per_second: ledger.charges as f64 / seconds,
         ideal_per_second: ideal,
-        ratio_to_ideal: rate / ideal,
+        ratio_to_ideal: cards_per_second / ideal,
         max_in_flight_seen: server.max_in_flight(),
     })
 }
@@ -410,18 +416,20 @@ async fn main() -> Result<(), Error> {
     if let Some(h) = &http {
         println!();
         println!(
-            "http fees: {} charges in {:.2} s = {:.0}/s; ideal {:.0}/s (max_in_flight {} / {} ms); ratio {:.2}; \
-             all answers (charges and declines) {} = {:.0}/s ({:.2} of ideal); max in flight seen {}",
+            "http fees: {} cards through the fee service ({} charged, {} declined, {} requests) in {:.2} s = \
+             {:.0} cards/s; ideal {:.0}/s (max_in_flight {} / {} ms); ratio {:.2}; charges alone {:.0}/s; \
+             max in flight seen {}",
+            h.fee_cards,
             h.fee_charges,
+            h.fee_declines,
+            h.requests,
             h.seconds,
-            h.charges_per_second,
+            h.cards_per_second,
             h.ideal_per_second,
             args.http_max_in_flight,
             args.http_latency_ms,
             h.ratio_to_ideal,
-            h.requests,
-            h.requests_per_second,
-            h.requests_per_second / h.ideal_per_second,
+            h.charges_per_second,
             h.max_in_flight_seen
         );
     }
