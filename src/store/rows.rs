@@ -1,11 +1,12 @@
-//! Decoding shared by both backends: the candidate columns have the same names and types.
+//! Row decoding and SQL text shared by both backends. SQLite reads its candidate pages as JSON
+//! (`sqlite/chunk.rs`); PostgreSQL reads them as rows through `candidate_from_row`.
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{Candidate, Claimed, Reservation, StoreError};
 use crate::domain::eligibility::{CardFacts, MemberFacts, ProductFacts};
 
-/// Builds a candidate from a row with the columns both backends' candidate queries select.
+/// Builds a candidate from a row of the candidate query's named columns.
 pub(crate) fn candidate_from_row<'r, R>(row: &'r R) -> Result<Candidate, sqlx::Error>
 where
     R: Row,

@@ -1,5 +1,5 @@
 //! One chunk's transaction on SQLite. Every write is one fixed statement with one JSON array
-//! parameter read through `json_each`: SQLite's counterpart of PostgreSQL's UNNEST.
+//! parameter read through `jsonb_each`: SQLite's counterpart of PostgreSQL's UNNEST.
 
 use chrono::{NaiveDate, Utc};
 use serde_json::json;

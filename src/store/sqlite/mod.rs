@@ -1,5 +1,5 @@
 //! SQLite behind the store boundary: one file in WAL mode, writers serialised by
-//! `BEGIN IMMEDIATE` and a busy timeout, bulk writes as one JSON parameter (`json_each`).
+//! `BEGIN IMMEDIATE` and a busy timeout, bulk writes as one JSON parameter (`jsonb_each`).
 
 mod chunk;
 mod demo;
