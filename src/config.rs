@@ -174,6 +174,10 @@ impl Settings {
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", 0, "must be at least 1"));
         }
+        if self.database.sqlite_wal_autocheckpoint_pages == 0 {
+            // 0 would turn checkpoints off and let the WAL file grow without bound.
+            return Err(invalid("database.sqlite_wal_autocheckpoint_pages", 0, "must be at least 1"));
+        }
         if self.fees.mode == FeeMode::Http {
             self.validate_http()?;
         }

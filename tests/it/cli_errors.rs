@@ -31,6 +31,7 @@ fn bad_configuration_values_name_the_key() {
         ("RENEWAL__RUN__TIME_ZONE", "Mars/Olympus", "run.time_zone"),
         ("RENEWAL__RUN__CONCURRENCY", "1000", "run.concurrency"),
         ("RENEWAL__DATABASE__URL", "mysql://x", "database.url"),
+        ("RENEWAL__DATABASE__SQLITE_WAL_AUTOCHECKPOINT_PAGES", "0", "database.sqlite_wal_autocheckpoint_pages"),
         ("RENEWAL__FEES__MODE", "cash", "mode"),
         ("APP_ENV", "nowhere", "nowhere.toml"),
     ];

@@ -274,7 +274,7 @@ impl Spawned {
             }
             if std::time::Instant::now() > deadline {
                 self.kill();
-                panic!("process did not exit within {timeout:?}");
+                panic!("process did not exit within {timeout:?}; its stderr:\n{}", self.stderr_so_far());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

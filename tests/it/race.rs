@@ -20,13 +20,23 @@ async fn the_single_card_path_racing_the_batch_yields_one_application_every_time
     for i in 0..100u64 {
         let db = base.copy().await;
         let gate = db.dir.path().join("go");
-        // The batch is held at its start, connected; the single-card run starts, and the batch is
-        // let go after a varying delay, so each may reach the card first.
+        // The batch is held at its start, connected. The single-card run is started and the batch
+        // let go with an offset that sweeps from the batch 80 ms ahead to 80 ms behind, so the
+        // sweep covers both orders whatever the two processes' start-up costs, and the
+        // iterations near the crossover race for real.
         let mut batch = Spawned::start(db.command(&["run", "--as-of", AS_OF]).env(START_GATE_ENV, &gate));
         batch.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
+        let offset_ms = (i % 17) as i64 * 10 - 80;
+        let release = || std::fs::write(&gate, b"go").unwrap();
+        if offset_ms < 0 {
+            release();
+            std::thread::sleep(Duration::from_millis(offset_ms.unsigned_abs()));
+        }
         let mut single = Spawned::start(&mut db.command(&["run", "--as-of", AS_OF, "--card", &card_no]));
-        std::thread::sleep(Duration::from_millis(i % 12 * 5));
-        std::fs::write(&gate, b"go").unwrap();
+        if offset_ms >= 0 {
+            std::thread::sleep(Duration::from_millis(offset_ms as u64));
+            release();
+        }
         let code = single.wait(Duration::from_secs(60));
         assert_eq!(code, Some(0), "single-card run, iteration {i}: {}", single.stderr_so_far());
         let code = batch.wait(Duration::from_secs(60));

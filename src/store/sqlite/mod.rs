@@ -60,7 +60,7 @@ impl SqliteStore {
         let busy = std::time::Duration::from_millis(settings.busy_timeout_ms);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(busy.max(std::time::Duration::from_millis(settings.connect_timeout_ms)))
+            .acquire_timeout(busy.max(std::time::Duration::from_millis(settings.connect_timeout_ms.max(1000))))
             .connect_with(options)
             .await
             .map_err(connect_err)?;
