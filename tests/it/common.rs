@@ -380,6 +380,14 @@ pub async fn scalar(db: &TestDb, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool().await).await.expect(sql)
 }
 
+/// Result rows per code, for failure messages.
+pub async fn codes_of(db: &TestDb) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT code, count(*) FROM result GROUP BY code ORDER BY code")
+        .fetch_all(&db.pool().await)
+        .await
+        .expect("counting results per code")
+}
+
 /// The count a summary table (stdout of `run`/`report`) shows for `code`.
 pub fn count_in(stdout: &str, code: &str) -> Option<i64> {
     stdout
