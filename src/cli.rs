@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "renewal-worker",
-    version,
+    version = crate::VERSION,
     about = "Renews prepaid cards that expire within the window, exactly once per card."
 )]
 pub struct Cli {

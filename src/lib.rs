@@ -16,7 +16,8 @@ pub mod store;
 pub mod telemetry;
 
 /// The program version recorded on run rows and summary events.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The package version, with the git commit when the build knew it (`build.rs`).
+pub const VERSION: &str = env!("RENEWAL_VERSION");
 
 /// The test-only hooks' environment variables and their stderr marker.
 pub use batch::{CHUNK_DELAY_ENV, PAUSE_ENV, PAUSED_MARKER, RELEASE_ENV, START_GATE_ENV};

@@ -331,6 +331,16 @@ async fn report_shows_a_run_and_prune_deletes_only_old_results(kind: Kind) {
     assert_eq!(report.lines().next(), run_out.lines().next());
     assert!(report.contains("status completed"));
     assert!(db.ok(&["report", "1"]).contains("run 1 "));
+    // The run row and the CLI name the build: the package version, plus the commit in a checkout.
+    let version: String = sqlx::query_scalar("SELECT version FROM run").fetch_one(&db.pool().await).await.unwrap();
+    assert_eq!(version, renewal_worker::VERSION);
+    assert!(report.contains(&format!("version {version}")), "{report}");
+    assert_eq!(db.ok(&["--version"]).trim(), format!("renewal-worker {version}"));
+    let head = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().unwrap();
+    if head.status.success() {
+        let head = String::from_utf8(head.stdout).unwrap();
+        assert!(version.starts_with(&format!("{}+{}", env!("CARGO_PKG_VERSION"), head.trim())), "{version}");
+    }
     let missing = db.run_cmd(&["report", "99"]);
     assert_eq!(missing.status.code(), Some(2));
     let total = scalar(&db, "SELECT count(*) FROM result").await;
