@@ -197,6 +197,8 @@ pub async fn execute<S: Store>(
         pending: AtomicU64::new(0),
     });
     let tasks = if request.dry_run || only_card.is_some() { 1 } else { settings.run.concurrency };
+    // Tests hold replicas here, started and connected, to release them together.
+    hooks::wait_at_start_gate().await;
     let outcome = match settle_leftovers(store, &shared, &shutdown).await {
         Ok(()) => drive(store, &shared, tasks, shutdown).await,
         Err(e) => Err(e),
@@ -283,7 +285,6 @@ async fn drive<S: Store>(
     tasks: u32,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Stopped, RunError> {
-    hooks::wait_at_start_gate().await;
     let mut set = JoinSet::new();
     for _ in 0..tasks {
         let (store, shared, shutdown) = (store.clone(), Arc::clone(shared), shutdown.clone());

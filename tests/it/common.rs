@@ -409,3 +409,22 @@ pub async fn applications_and_debits(db: &TestDb, card_id: i64) -> (i64, i64) {
     .await
     .expect("count applications and debits")
 }
+
+/// Starts `n` workers held at a start gate (`tune` adjusts worker `i`'s command), then
+/// releases them together.
+pub fn start_workers(db: &TestDb, n: usize, tune: impl Fn(usize, &mut std::process::Command)) -> Vec<Spawned> {
+    let gate = db.dir.path().join(format!("go-{}", fastrand::u32(..)));
+    let workers: Vec<Spawned> = (0..n)
+        .map(|i| {
+            let mut cmd = db.command(&["run", "--as-of", AS_OF]);
+            cmd.env(renewal_worker::START_GATE_ENV, &gate);
+            tune(i, &mut cmd);
+            Spawned::start(&mut cmd)
+        })
+        .collect();
+    for w in &workers {
+        w.wait_for_line(renewal_worker::PAUSED_MARKER, Duration::from_secs(60));
+    }
+    std::fs::write(&gate, b"go").expect("open the gate");
+    workers
+}

@@ -221,9 +221,21 @@ async fn a_contract_error_stops_the_run_at_once_and_charges_nothing() {
     assert!(server.ledger().requests.values().all(|n| *n == 1), "a contract error is not retried");
 }
 
-both_backends!(sigkill_between_charge_and_commit_then_a_rerun_settles_without_charging_twice);
+both_backends!(
+    sigkill_between_charge_and_commit_then_a_rerun_settles_without_charging_twice,
+    after_a_sigkill_two_replicas_settling_together_charge_each_card_once,
+);
 
-async fn sigkill_between_charge_and_commit_then_a_rerun_settles_without_charging_twice(kind: Kind) {
+/// A database in HTTP mode whose worker was killed between a chunk's charges and its commit,
+/// with the fee service, its starting balances and the uninterrupted outcome.
+struct Killed {
+    db: TestDb,
+    server: FeeServer,
+    start: HashMap<i64, i64>,
+    expected: BTreeMap<i64, (String, i64)>,
+}
+
+async fn killed_between_charge_and_commit(kind: Kind) -> Killed {
     let seeded = TestDb::of(kind);
     seeded.seed(2000);
     let start = seeded_balances(&seeded).await;
@@ -237,17 +249,52 @@ async fn sigkill_between_charge_and_commit_then_a_rerun_settles_without_charging
     let pending = scalar(&db, "SELECT count(*) FROM card_application WHERE payment_state = 'PENDING_PAYMENT'").await;
     assert!(pending > 0 && charged_before > 0, "the kill lands between charge and commit");
     assert!(scalar(&db, "SELECT count(*) FROM result").await > 0, "the first chunk committed");
+    Killed { db, server, start, expected }
+}
 
-    db.run_as_of();
-    assert_eq!(results(&db, AS_OF).await, expected);
-    assert_eq!(scalar(&db, "SELECT count(*) FROM card_application WHERE payment_state = 'PENDING_PAYMENT'").await, 0);
-    assert_eq!(running_runs(&db).await, 0);
-    let members = card_members(&db).await;
-    assert_eq!(service_balances(&server), expected_balances(&start, &expected, &members), "per-wallet balances");
-    server.assert_no_card_charged_twice();
-    let ledger = server.ledger();
+/// The uninterrupted outcome, no reservation left, every wallet debited once per charged card.
+async fn assert_settled(k: &Killed) {
+    assert_eq!(results(&k.db, AS_OF).await, k.expected);
+    assert_eq!(scalar(&k.db, "SELECT count(*) - count(DISTINCT card_id) FROM result").await, 0, "one result a card");
+    assert_eq!(scalar(&k.db, "SELECT count(*) FROM card_application WHERE payment_state = 'PENDING_PAYMENT'").await, 0);
+    assert_eq!(running_runs(&k.db).await, 0);
+    let members = card_members(&k.db).await;
+    assert_eq!(service_balances(&k.server), expected_balances(&k.start, &k.expected, &members), "per-wallet balances");
+    k.server.assert_no_card_charged_twice();
+}
+
+async fn sigkill_between_charge_and_commit_then_a_rerun_settles_without_charging_twice(kind: Kind) {
+    let k = killed_between_charge_and_commit(kind).await;
+    k.db.run_as_of();
+    assert_settled(&k).await;
+    let ledger = k.server.ledger();
     assert!(ledger.requests.values().any(|n| *n == 2), "the killed chunk's keys were asked again");
     assert!(ledger.requests.values().all(|n| *n <= 2));
+}
+
+/// Two replicas start together after the kill: both find the killed run's reservations. The
+/// service may hear a key from each (it answers a key once), but every card ends with one charge,
+/// one result and one debit of its member's balance.
+async fn after_a_sigkill_two_replicas_settling_together_charge_each_card_once(kind: Kind) {
+    let k = killed_between_charge_and_commit(kind).await;
+    let leftover_keys = k.server.ledger().requests.len();
+    let mut replicas = start_workers(&k.db, 2, |_, _| {});
+    for (i, r) in replicas.iter_mut().enumerate() {
+        assert_eq!(r.wait(Duration::from_secs(120)), Some(0), "replica {i}: {}", r.stderr_so_far());
+    }
+    assert_settled(&k).await;
+    {
+        let ledger = k.server.ledger();
+        assert!(ledger.requests.len() > leftover_keys, "the replicas went on to new cards");
+        assert!(ledger.requests.values().all(|n| *n <= 3), "a leftover key at most once per process");
+        // The race this test is for: both replicas settled some of the same reservations.
+        assert!(ledger.requests.values().any(|n| *n == 3), "no leftover key was asked by both replicas");
+    }
+    let per_run: Vec<i64> = sqlx::query_scalar("SELECT count(*) FROM result GROUP BY run_id ORDER BY run_id")
+        .fetch_all(&k.db.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(per_run.len(), 3, "the killed run and both replicas wrote results: {per_run:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

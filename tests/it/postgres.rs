@@ -3,29 +3,10 @@
 
 use std::time::Duration;
 
-use renewal_worker::{CHUNK_DELAY_ENV, PAUSE_ENV, PAUSED_MARKER, RELEASE_ENV, START_GATE_ENV};
+use renewal_worker::{CHUNK_DELAY_ENV, PAUSE_ENV, PAUSED_MARKER, RELEASE_ENV};
 
 use crate::common::*;
 use crate::run::{assert_exactly_once, oracle};
-
-/// Starts `n` workers held at a start gate (`tune` adjusts worker `i`'s command), then
-/// releases them together.
-fn start_workers(db: &TestDb, n: usize, tune: impl Fn(usize, &mut std::process::Command)) -> Vec<Spawned> {
-    let gate = db.dir.path().join(format!("go-{}", fastrand::u32(..)));
-    let workers: Vec<Spawned> = (0..n)
-        .map(|i| {
-            let mut cmd = db.command(&["run", "--as-of", AS_OF]);
-            cmd.env(START_GATE_ENV, &gate);
-            tune(i, &mut cmd);
-            Spawned::start(&mut cmd)
-        })
-        .collect();
-    for w in &workers {
-        w.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
-    }
-    std::fs::write(&gate, b"go").expect("open the gate");
-    workers
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_at_once_equal_one_worker() {
@@ -86,9 +67,14 @@ async fn sigkill_of_one_of_several_workers_then_rerun_equals_an_uninterrupted_ru
         let db = base.copy().await;
         let point = format!("before_commit:{chunk}");
         let mut workers = start_workers(&db, 3, |i, cmd| {
-            cmd.env(CHUNK_DELAY_ENV, "3");
             if i == victim {
-                cmd.env(PAUSE_ENV, &point);
+                // One chunk task in the victim: its pause at chunk N then follows the commit of
+                // chunks 1..N-1 (with two tasks, chunk N can reach its commit point first and the
+                // pause holds the budget lock chunk N-1 needs to commit). The survivors are paced
+                // slower, so the victim reaches chunk N before they drain the window.
+                cmd.env(PAUSE_ENV, &point).env("RENEWAL__RUN__CONCURRENCY", "1").env(CHUNK_DELAY_ENV, "3");
+            } else {
+                cmd.env(CHUNK_DELAY_ENV, "15");
             }
         });
         let marker = workers[victim].wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
