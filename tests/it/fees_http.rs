@@ -290,11 +290,6 @@ async fn after_a_sigkill_two_replicas_settling_together_charge_each_card_once(ki
         // The race this test is for: both replicas settled some of the same reservations.
         assert!(ledger.requests.values().any(|n| *n == 3), "no leftover key was asked by both replicas");
     }
-    let per_run: Vec<i64> = sqlx::query_scalar("SELECT count(*) FROM result GROUP BY run_id ORDER BY run_id")
-        .fetch_all(&k.db.pool().await)
-        .await
-        .unwrap();
-    assert_eq!(per_run.len(), 3, "the killed run and both replicas wrote results: {per_run:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,13 +260,22 @@ impl ChunkTx for PgChunk {
         if settlements.is_empty() {
             return Ok(Vec::new());
         }
+        let ids: Vec<i64> = settlements.iter().map(|s| s.application_id).collect();
+        // Two replicas may settle the same leftover reservations at once. An UPDATE locks its
+        // rows in whatever order its plan meets them, so two of them deadlock; locking in id
+        // order first makes the second wait, then find the rows settled and change none.
+        sqlx::query("SELECT id FROM card_application WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *self.tx)
+            .await
+            .context("locking reservations to settle")?;
         sqlx::query_scalar(
             "UPDATE card_application SET payment_state = u.state, payment_ref = u.ref, updated_at = now() \
              FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS u(id, state, ref) \
              WHERE card_application.id = u.id AND card_application.payment_state = 'PENDING_PAYMENT' \
              RETURNING card_application.id",
         )
-        .bind(settlements.iter().map(|s| s.application_id).collect::<Vec<_>>())
+        .bind(ids)
         .bind(settlements.iter().map(|s| s.state.as_str()).collect::<Vec<_>>())
         .bind(settlements.iter().map(|s| s.payment_ref.as_deref()).collect::<Vec<_>>())
         .fetch_all(&mut *self.tx)
