@@ -396,7 +396,11 @@ async fn several_processes_on_one_database_reach_the_single_run_outcome(kind: Ki
             Spawned::start(
                 db.command(&["run", "--as-of", AS_OF])
                     .env(renewal_worker::START_GATE_ENV, &gate)
-                    .env(renewal_worker::CHUNK_DELAY_ENV, "5"),
+                    // Pacing leaves the write lock free between chunks: SQLite's busy handler
+                    // backs off up to 100 ms a try, and without gaps two processes could take
+                    // every turn while the third sleeps (the outcome would still be right, but
+                    // the test needs every worker to commit).
+                    .env(renewal_worker::CHUNK_DELAY_ENV, "30"),
             )
         })
         .collect();

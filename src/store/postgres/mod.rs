@@ -51,6 +51,9 @@ impl PgStore {
         ]);
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
+            // No idle reaper: see `store::sqlite::SqliteStore::connect` (sqlx #3645).
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms.max(1000)))
             .connect_with(options.clone())
             .await

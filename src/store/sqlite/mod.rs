@@ -43,23 +43,29 @@ impl SqliteStore {
             return Err(StoreError::MissingDatabase(path.display().to_string()));
         }
         let cache_kib = (settings.sqlite_cache_bytes / 1024).max(64);
+        let busy = std::time::Duration::from_millis(settings.busy_timeout_ms);
         let options = base
             .create_if_missing(create == Create::IfMissing)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_millis(settings.busy_timeout_ms))
+            .busy_timeout(busy)
             .foreign_keys(true)
             .pragma("cache_size", format!("-{cache_kib}"))
             .pragma("mmap_size", settings.sqlite_mmap_bytes.to_string())
             .pragma("wal_autocheckpoint", settings.sqlite_wal_autocheckpoint_pages.to_string());
-        // One connection: SQLite has one writer, so a second connection
-        // adds no throughput, and a connection drops its whole page cache whenever another one
-        // has written, so connections taking turns read every page from the file again (a fifth
-        // of the 1M run) and each one holds its own cache (RSS grew with the card count). Waiting
-        // for the connection is waiting for the write lock, so it gets the busy timeout.
-        let busy = std::time::Duration::from_millis(settings.busy_timeout_ms);
+        // One connection: SQLite has one writer, so a second connection adds no throughput, and
+        // a connection drops its whole page cache whenever another one has written, so
+        // connections taking turns read every page from the file again (a fifth of the 1M run)
+        // and each one holds its own cache (RSS grew with the card count). Waiting for the
+        // connection is waiting for the write lock, so it gets the busy timeout.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            // No idle reaper. sqlx 0.9.0's reaper sweeps `0..num_idle()`, and a race in the
+            // pool's release can wrap that counter to usize::MAX: the reaper then spins without
+            // yielding and the run hangs at 100% CPU (seen once in this suite; sqlx issue 3645,
+            // fixed upstream after 0.9.0). A run is minutes long; nothing needs reaping.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(busy.max(std::time::Duration::from_millis(settings.connect_timeout_ms.max(1000))))
             .connect_with(options)
             .await
