@@ -72,6 +72,39 @@ pub struct TestDb {
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
 impl TestDb {
+    /// SIGKILLs a worker and returns once its run's liveness lock is free, as a rerun right after
+    /// a crash in production would find it a moment later. A file lock (SQLite) goes with the
+    /// process; a PostgreSQL session lock goes when the server notices the dead connection,
+    /// which can be a few milliseconds after the process is gone.
+    pub async fn kill(&self, worker: &mut Spawned) {
+        let pid = worker.child.id();
+        worker.kill();
+        if self.kind != Kind::Postgres {
+            return;
+        }
+        let pool = self.pool().await;
+        let runs: Vec<i64> = sqlx::query_scalar("SELECT id FROM run WHERE status = 'running' AND owner LIKE $1")
+            .bind(format!("%:{pid}"))
+            .fetch_all(&pool)
+            .await
+            .expect("the killed worker's runs");
+        assert_eq!(runs.len(), 1, "a worker killed mid-run leaves its run row running");
+        for run in runs {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            // The run-lock namespace of store/postgres/runs.rs ("RENW"); autocommit releases
+            // the probe's transaction lock at once.
+            while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_xact_lock(1380273751, CAST($1 AS integer))")
+                .bind(run)
+                .fetch_one(&pool)
+                .await
+                .expect("probing a run lock")
+            {
+                assert!(std::time::Instant::now() < deadline, "run {run}'s lock outlived its killed process by 10 s");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
     pub fn new() -> Self {
         Self::of(Kind::Sqlite)
     }

@@ -38,7 +38,7 @@ async fn sigkill_at_several_points_then_rerun_equals_an_uninterrupted_run(kind: 
         let db = base.copy().await;
         let mut worker = Spawned::start(db.command(&["run", "--as-of", AS_OF]).env(PAUSE_ENV, point));
         let marker = worker.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
-        worker.kill();
+        db.kill(&mut worker).await;
 
         let results = scalar(&db, "SELECT count(*) FROM result").await;
         assert_eq!(results, committed_cards(&marker), "{point}: whole chunks only ({marker})");

@@ -244,7 +244,7 @@ async fn killed_between_charge_and_commit(kind: Kind) -> Killed {
     let expected = oracle(&db).await;
     let mut worker = Spawned::start(db.command(&["run", "--as-of", AS_OF]).env(PAUSE_ENV, "after_charge:2"));
     worker.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
-    worker.kill();
+    db.kill(&mut worker).await;
     let charged_before = server.ledger().charges;
     let pending = scalar(&db, "SELECT count(*) FROM card_application WHERE payment_state = 'PENDING_PAYMENT'").await;
     assert!(pending > 0 && charged_before > 0, "the kill lands between charge and commit");

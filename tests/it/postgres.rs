@@ -87,7 +87,7 @@ async fn sigkill_of_one_of_several_workers_then_rerun_equals_an_uninterrupted_ru
              victim at {marker}; codes {:?}",
             codes_of(&db).await
         );
-        workers[victim].kill();
+        db.kill(&mut workers[victim]).await;
         for (i, w) in workers.iter_mut().enumerate() {
             if i != victim {
                 assert_eq!(w.wait(Duration::from_secs(120)), Some(0), "trial {trial}: survivor {i}");
