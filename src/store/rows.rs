@@ -58,6 +58,21 @@ pub(crate) fn expect_rows(context: &'static str, expected: usize, actual: u64) -
     }
 }
 
+/// Closing a run row is conditional on it still being `running`; no row changed means another
+/// process closed it, so this run had lost its liveness lock.
+pub(crate) fn expect_run_closed(run_id: i64, changed: u64) -> Result<(), StoreError> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Invariant {
+            context: "closing a run row",
+            detail: format!(
+                "run {run_id} was no longer running: another process closed it (its liveness lock was lost)"
+            ),
+        })
+    }
+}
+
 /// Pending reservations no live run owns: same text on both engines (no parameters).
 pub(crate) const PENDING_RESERVATIONS_SQL: &str = "SELECT a.id, a.old_card_id, c.card_no, a.member_id, a.fee, a.card_apply_no, a.correlation_id \
      FROM card_application a JOIN card c ON c.id = a.old_card_id LEFT JOIN run ON run.id = a.run_id \

@@ -8,6 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
+use crate::store::rows::expect_run_closed;
 use crate::store::{CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, totals};
 
 /// The advisory-lock namespace of run liveness ("RENW").
@@ -140,7 +141,7 @@ async fn write_end(
     pending: i64,
 ) -> Result<(), StoreError> {
     let (read, reissued, ineligible, failed, fee_total) = totals(counts, pending);
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE run SET status = $2, reason = $3, finished_at = now(), read_count = $4, reissued_count = $5, \
          ineligible_count = $6, failed_count = $7, fee_total = $8, counts = $9, pending_count = $10 WHERE id = $1 AND status = 'running'",
     )
@@ -156,14 +157,8 @@ async fn write_end(
     .bind(pending)
     .execute(&mut *conn)
     .await
-    .context("closing a run row")?
-    .rows_affected()
-    .eq(&1)
-    .then_some(())
-    .ok_or(StoreError::Invariant {
-        context: "closing a run row",
-        detail: format!("run {run_id} was no longer running: another process closed it (its liveness lock was lost)"),
-    })
+    .context("closing a run row")?;
+    expect_run_closed(run_id, done.rows_affected())
 }
 
 pub(super) async fn summary(pool: &PgPool, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {

@@ -10,6 +10,7 @@ use chrono::{NaiveDate, Utc};
 use sqlx::{Row, SqlitePool};
 
 use super::{SqliteStore, parse_ts, ts};
+use crate::store::rows::expect_run_closed;
 use crate::store::{CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, totals};
 
 fn lock_path(store: &SqliteStore, run_id: i64) -> PathBuf {
@@ -140,7 +141,7 @@ async fn write_end(
     pending: i64,
 ) -> Result<(), StoreError> {
     let (read, reissued, ineligible, failed, fee_total) = totals(counts, pending);
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE run SET status = ?2, reason = ?3, finished_at = ?4, read_count = ?5, reissued_count = ?6, \
          ineligible_count = ?7, failed_count = ?8, fee_total = ?9, counts = ?10, pending_count = ?11 WHERE id = ?1 AND status = 'running'",
     )
@@ -157,14 +158,8 @@ async fn write_end(
     .bind(pending)
     .execute(&mut *conn)
     .await
-    .context("closing a run row")?
-    .rows_affected()
-    .eq(&1)
-    .then_some(())
-    .ok_or(StoreError::Invariant {
-        context: "closing a run row",
-        detail: format!("run {run_id} was no longer running: another process closed it (its liveness lock was lost)"),
-    })
+    .context("closing a run row")?;
+    expect_run_closed(run_id, done.rows_affected())
 }
 
 pub(super) async fn summary(pool: &SqlitePool, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
