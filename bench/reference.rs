@@ -27,7 +27,7 @@ fn luhn(d: Dialect) -> String {
 pub fn statements(d: Dialect, as_of: NaiveDate, months: &[i64], run_id: i64) -> Vec<String> {
     let months = months.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
     let day = as_of.format("%Y-%m-%d").to_string();
-    let ymd = as_of.format("%Y%m%d").to_string();
+    let ymd = as_of.format("%y%m%d").to_string();
     let stamp = as_of.format("%y%m%d020000").to_string();
     let base_month = i64::from(as_of.year()) * 12 + i64::from(as_of.month()) - 1;
     let (digits16, bad_zip, forbids, now, date) = match d {
@@ -48,12 +48,12 @@ pub fn statements(d: Dialect, as_of: NaiveDate, months: &[i64], run_id: i64) -> 
     };
     let (apply_no, corr, new_expiry) = match d {
         Dialect::Sqlite => (
-            format!("printf('{ymd}%02d%012d', e.prior, e.card_id)"),
+            format!("printf('{ymd}%012d%04d', e.card_id, e.prior % 10000)"),
             format!("printf('{stamp}-%07x', e.card_id % 268435456)"),
             format!("(({base_month} + e.validity) / 12) * 100 + (({base_month} + e.validity) % 12) + 1"),
         ),
         Dialect::Postgres => (
-            format!("'{ymd}' || lpad(e.prior::text, 2, '0') || lpad(e.card_id::text, 12, '0')"),
+            format!("'{ymd}' || lpad(e.card_id::text, 12, '0') || lpad((e.prior % 10000)::text, 4, '0')"),
             format!("'{stamp}-' || lpad(to_hex(e.card_id % 268435456), 7, '0')"),
             format!("(({base_month} + e.validity) / 12) * 100 + (({base_month} + e.validity) % 12) + 1"),
         ),

@@ -51,6 +51,8 @@ pub struct RunSettings {
     pub paused: bool,
     pub max_reissues: u64,
     pub max_fee_total: i64,
+    /// A product whose fee is above this is misconfigured: its cards get `003_009`.
+    pub max_fee_per_card: i64,
     pub result_retention_days: u32,
     pub default_validity_months: u32,
 }
@@ -118,6 +120,21 @@ pub struct LogSettings {
     pub destination: LogDestination,
 }
 
+/// The highest `run.max_fee_per_card` accepted: 10^12 per card keeps the sum of a night's fees
+/// (millions of cards) inside 64 bits.
+const MAX_FEE_PER_CARD_LIMIT: i64 = 1_000_000_000_000;
+
+impl RunSettings {
+    /// The rules' configurable bounds.
+    pub fn rules(&self) -> crate::domain::eligibility::Rules {
+        crate::domain::eligibility::Rules {
+            window_days: self.window_days,
+            max_fee_per_card: self.max_fee_per_card,
+            default_validity_months: self.default_validity_months,
+        }
+    }
+}
+
 impl Settings {
     /// Loads from `config_dir` (default `./config`, or `$RENEWAL_CONFIG_DIR`) and the environment.
     pub fn load(config_dir: Option<&Path>) -> Result<Self, ConfigError> {
@@ -163,6 +180,9 @@ impl Settings {
         }
         if r.max_fee_total < 0 {
             return Err(invalid("run.max_fee_total", r.max_fee_total, "must not be negative"));
+        }
+        if !(0..=MAX_FEE_PER_CARD_LIMIT).contains(&r.max_fee_per_card) {
+            return Err(invalid("run.max_fee_per_card", r.max_fee_per_card, "must be 0..1000000000000"));
         }
         if !(1..=600).contains(&r.default_validity_months) {
             return Err(invalid("run.default_validity_months", r.default_validity_months, "must be 1..600"));

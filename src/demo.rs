@@ -174,14 +174,16 @@ pub fn generate(cards: u64, seed: u64, as_of: NaiveDate, window_days: u32) -> De
             *member = g.member(member_id);
             case.apply(&mut card, member, &window, as_of);
             card.member_id = member_id;
-            if case.reissued {
+            let earlier = as_of - chrono::Duration::days(10);
+            // Demo card ids always fit a card application number.
+            if let (true, Ok(card_apply_no)) = (case.reissued, CardApplyNo::derive(earlier, id, 0)) {
                 let validity = 60;
-                let earlier = as_of - chrono::Duration::days(10);
                 data.reissued.push(NewApplication {
                     card_id: id,
                     member_id,
                     product_id: card.product_id,
-                    card_apply_no: CardApplyNo::derive(earlier, 0, id).map(|n| n.to_string()).unwrap_or_default(),
+                    card_apply_no,
+                    attempt: 0,
                     fee: 0,
                     new_expiry_yyyymm: ExpiryMonth::of_date(earlier).plus_months(validity).yyyymm(),
                     correlation_id: correlation_id(earlier.and_hms_opt(2, 0, 0).unwrap_or_default(), seed, id),

@@ -10,10 +10,11 @@ use renewal_worker::domain::address::{AddressInput, first_invalid_field};
 use renewal_worker::domain::as_of::{business_date, parse_as_of};
 use renewal_worker::domain::card_number::{CardNumber, luhn_check_digit, luhn_valid, mask};
 use renewal_worker::domain::codes::InvalidField;
-use renewal_worker::domain::eligibility::{CardFacts, Eligible, MemberFacts, ProductFacts, evaluate};
+use renewal_worker::domain::eligibility::{CardFacts, Eligible, MemberFacts, ProductFacts, Rules, evaluate};
 use renewal_worker::domain::expiry::{ExpiryMonth, window_months};
 use renewal_worker::domain::fee_plan::{FeeDecision, plan_fees};
 use renewal_worker::domain::ids::{CardApplyNo, correlation_id};
+use renewal_worker::domain::text::{is_blank, is_present};
 
 const CODES: [(&str, &str); 10] = [
     ("000_000", "Success"),
@@ -56,7 +57,12 @@ fn clean() -> CardFacts {
             address_detail: Some("Unit 1".to_owned()),
             zip_code: Some("04524".to_owned()),
         }),
-        product: ProductFacts { product_id: 1, allows_expiry_reissue: true, reissue_fee: 3000 },
+        product: ProductFacts {
+            product_id: 1,
+            allows_expiry_reissue: true,
+            reissue_fee: 3000,
+            validity_months: Some(36),
+        },
     }
 }
 
@@ -78,11 +84,13 @@ fn breakers() -> Vec<Breaker> {
         ("003_007", |c| member(c).has_name = false),
         ("003_008", |c| c.has_par = false),
         ("003_009", |c| c.product.allows_expiry_reissue = false),
+        ("003_009", |c| c.product.reissue_fee = 10_000_001),
+        ("003_009", |c| c.product.validity_months = Some(601)),
     ]
 }
 
 fn code_of(card: &CardFacts) -> &'static str {
-    match evaluate(card, as_of(), 30) {
+    match evaluate(card, as_of(), &Rules::default()) {
         Ok(_) => "000_000",
         Err(outcome) => outcome.code(),
     }
@@ -117,7 +125,14 @@ fn every_code_has_its_verbatim_message() {
 
 #[test]
 fn a_clean_card_is_eligible_with_its_product_fee() {
-    assert_eq!(evaluate(&clean(), as_of(), 30), Ok(Eligible { card_id: 7, member_id: 3, fee: 3000 }));
+    assert_eq!(
+        evaluate(&clean(), as_of(), &Rules::default()),
+        Ok(Eligible { card_id: 7, member_id: 3, fee: 3000, validity_months: 36 })
+    );
+    let mut no_validity = clean();
+    no_validity.product.validity_months = None;
+    let rules = Rules { default_validity_months: 48, ..Rules::default() };
+    assert_eq!(evaluate(&no_validity, as_of(), &rules).map(|e| e.validity_months), Ok(48));
 }
 
 #[test]
@@ -134,7 +149,10 @@ fn each_check_alone_yields_its_code() {
     member(&mut no_mobile).has_mobile = false;
     assert_eq!(code_of(&no_mobile), "003_008");
     // 003_010 is decided by the fee plan, after every rule passed.
-    let decisions = plan_fees(&[Eligible { card_id: 7, member_id: 3, fee: 3000 }], &mut HashMap::from([(3, 2999)]));
+    let decisions = plan_fees(
+        &[Eligible { card_id: 7, member_id: 3, fee: 3000, validity_months: 60 }],
+        &mut HashMap::from([(3, 2999)]),
+    );
     assert_eq!(decisions, vec![FeeDecision::Decline]);
 }
 
@@ -285,17 +303,83 @@ fn card_apply_no_is_22_digits_unique_and_reproducible() {
     let day = d(2026, 11, 24);
     let mut seen = std::collections::HashSet::with_capacity(1_000_000);
     for card_id in 0..1_000_000i64 {
-        let no = CardApplyNo::derive(day, card_id % 3, card_id).unwrap();
+        let no = CardApplyNo::derive(day, card_id, card_id % 3).unwrap();
         assert_eq!(no.as_str().len(), 22);
         assert!(seen.insert(no.as_str().to_owned()), "duplicate {no}");
     }
     assert!(seen.iter().all(|n| n.bytes().all(|b| b.is_ascii_digit())));
-    assert_eq!(CardApplyNo::derive(day, 0, 42).unwrap(), CardApplyNo::derive(day, 0, 42).unwrap());
-    assert_eq!(CardApplyNo::derive(day, 1, 42).unwrap().as_str(), "2026112401000000000042");
-    assert_ne!(CardApplyNo::derive(day, 1, 42).unwrap(), CardApplyNo::derive(day, 0, 42).unwrap());
-    assert!(CardApplyNo::derive(day, 0, 1_000_000_000_000).is_err());
-    assert!(CardApplyNo::derive(day, 100, 1).is_err());
-    assert!(CardApplyNo::derive(day, 0, -1).is_err());
+    assert_eq!(CardApplyNo::derive(day, 42, 0).unwrap(), CardApplyNo::derive(day, 42, 0).unwrap());
+    assert_eq!(CardApplyNo::derive(day, 42, 1).unwrap().as_str(), "2611240000000000420001");
+    assert_ne!(CardApplyNo::derive(day, 42, 1).unwrap(), CardApplyNo::derive(day, 42, 0).unwrap());
+    assert_eq!(CardApplyNo::derive(day, 42, 1).unwrap().as_of(), Some(day));
+    assert!(CardApplyNo::derive(day, 1_000_000_000_000, 0).is_err());
+    assert!(CardApplyNo::derive(day, -1, 0).is_err());
+    // A card with a long history wraps around its day's 10,000 numbers instead of failing.
+    assert_eq!(CardApplyNo::derive(day, 1, 100).unwrap().as_str(), "2611240000000000010100");
+    assert_eq!(CardApplyNo::derive(day, 1, 10_000).unwrap(), CardApplyNo::derive(day, 1, 0).unwrap());
+    assert!(CardApplyNo::parse("2611240000000000010100").is_ok());
+    assert!(CardApplyNo::parse("261124000000000001010").is_err());
+    assert!(CardApplyNo::parse("26112400000000000101ab").is_err());
+}
+
+#[test]
+fn a_taken_card_apply_no_is_skipped_and_a_full_day_is_reported() {
+    let day = d(2026, 11, 24);
+    let no = |seq| CardApplyNo::derive(day, 9, seq).unwrap();
+    let mut taken: std::collections::HashSet<CardApplyNo> = (3..7).map(no).collect();
+    assert_eq!(CardApplyNo::first_free(day, 9, 3, &taken).unwrap(), Some(no(7)));
+    assert_eq!(CardApplyNo::first_free(day, 9, 0, &taken).unwrap(), Some(no(0)));
+    taken.extend((7..10_000).map(no));
+    assert_eq!(CardApplyNo::first_free(day, 9, 5, &taken).unwrap(), Some(no(0)), "wraps around");
+    taken.extend((0..3).map(no));
+    assert_eq!(CardApplyNo::first_free(day, 9, 5, &taken).unwrap(), None);
+    let (low, high) = CardApplyNo::day_range(day, 9).unwrap();
+    assert_eq!((low, high), (no(0), no(9_999)));
+}
+
+#[test]
+fn blank_means_white_space_control_or_format_characters_only() {
+    for blank in
+        ["", " ", "\t\n\r", "\u{3000}", "\u{00A0}", "\u{200B}", "\u{FEFF}", " \u{3000}\u{200B}\t", "\u{0}", "\u{2028}"]
+    {
+        assert!(is_blank(blank), "{blank:?} is blank");
+        assert!(!is_present(Some(blank)));
+    }
+    for text in ["a", " 김 ", "\u{3000}x", "0", "\u{200B}1"] {
+        assert!(!is_blank(text), "{text:?} is not blank");
+        assert!(is_present(Some(text)));
+    }
+    assert!(!is_present(None));
+    for blank in ["\u{3000}", "\t\n", "\u{200B}"] {
+        let input = AddressInput { address: Some(blank), address_detail: Some("x"), zip_code: Some("12345") };
+        assert_eq!(first_invalid_field(&input), Some(InvalidField::Address));
+        let input = AddressInput { address: Some("x"), address_detail: Some(blank), zip_code: Some("12345") };
+        assert_eq!(first_invalid_field(&input), Some(InvalidField::AddressDetail));
+    }
+}
+
+#[test]
+fn a_product_with_impossible_money_or_validity_is_not_valid() {
+    let rules = Rules::default();
+    for (fee, validity, valid) in [
+        (0, Some(1), true),
+        (10_000_000, Some(600), true),
+        (0, None, true),
+        (10_000_001, Some(60), false),
+        (i64::MAX, Some(60), false),
+        (-1, Some(60), false),
+        (0, Some(0), false),
+        (0, Some(601), false),
+        (0, Some(i64::MAX), false),
+        (0, Some(-5), false),
+    ] {
+        let mut card = clean();
+        card.product.reissue_fee = fee;
+        card.product.validity_months = validity;
+        let expected = if valid { "000_000" } else { "003_009" };
+        assert_eq!(code_of(&card), expected, "fee {fee}, validity {validity:?}");
+        assert_eq!(card.product.problem(&rules).is_none(), valid);
+    }
 }
 
 #[test]
@@ -312,7 +396,7 @@ fn correlation_ids_have_the_seed_form() {
 
 #[test]
 fn fees_are_sequenced_per_member_in_card_order() {
-    let e = |card_id, member_id, fee| Eligible { card_id, member_id, fee };
+    let e = |card_id, member_id, fee| Eligible { card_id, member_id, fee, validity_months: 60 };
     let mut balances = HashMap::from([(1, 12_000), (2, 0)]);
     let cards = [e(10, 1, 10_000), e(11, 1, 3_000), e(12, 1, 2_000), e(13, 2, 0), e(14, 2, 1), e(15, 3, 5)];
     let decisions = plan_fees(&cards, &mut balances);
@@ -353,7 +437,7 @@ fn arb_card() -> impl Strategy<Value = CardFacts> {
         any::<bool>(),
         any::<bool>(),
         member,
-        (any::<i64>(), any::<bool>(), any::<i64>()),
+        (any::<i64>(), any::<bool>(), any::<i64>(), prop::option::of(any::<i64>())),
     )
         .prop_map(|(card_id, card_no, status, expiry_yyyymm, has_par, already_reissued, member, product)| {
             CardFacts {
@@ -368,6 +452,7 @@ fn arb_card() -> impl Strategy<Value = CardFacts> {
                     product_id: product.0,
                     allows_expiry_reissue: product.1,
                     reissue_fee: product.2,
+                    validity_months: product.3,
                 },
             }
         })
@@ -377,12 +462,12 @@ proptest! {
     #[test]
     fn evaluation_never_panics_on_arbitrary_rows(card in arb_card(), days in -100_000i64..100_000, window in 0u32..400) {
         let as_of = as_of() + chrono::Duration::days(days);
-        let _ = evaluate(&card, as_of, window);
+        let _ = evaluate(&card, as_of, &Rules { window_days: window, ..Rules::default() });
         let _ = mask(&card.card_no);
     }
 
     #[test]
-    fn the_earliest_failing_check_wins(mask_bits in 1u16..(1 << 9)) {
+    fn the_earliest_failing_check_wins(mask_bits in 1u16..(1 << 11)) {
         let checks = breakers();
         let mut card = clean();
         let mut earliest = None;
@@ -398,7 +483,7 @@ proptest! {
     #[test]
     fn fee_plan_never_overdraws(fees in prop::collection::vec((0i64..4, 0i64..20_000), 0..40), start in 0i64..50_000) {
         let cards: Vec<Eligible> = fees.iter().enumerate()
-            .map(|(i, (member, fee))| Eligible { card_id: i as i64, member_id: *member, fee: *fee })
+            .map(|(i, (member, fee))| Eligible { card_id: i as i64, member_id: *member, fee: *fee, validity_months: 60 })
             .collect();
         let mut balances: HashMap<i64, i64> = (0..4).map(|m| (m, start)).collect();
         let decisions = plan_fees(&cards, &mut balances);

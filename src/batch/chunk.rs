@@ -2,6 +2,7 @@
 //! record every card's result, all through one transaction (DESIGN §8, §9 "Write path").
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -12,7 +13,7 @@ use super::events::CardEvent;
 use super::hooks::{self, Point};
 use crate::config::FeeMode;
 use crate::domain::Outcome;
-use crate::domain::eligibility::{Eligible, evaluate};
+use crate::domain::eligibility::{Eligible, ProductFacts, Rules, evaluate};
 use crate::domain::expiry::ExpiryMonth;
 use crate::domain::fee_plan::FeeDecision;
 use crate::domain::ids::{CardApplyNo, CardApplyNoError, correlation_id};
@@ -24,12 +25,13 @@ use crate::store::{Candidate, ChunkTx, Claimed, NewApplication, PaymentState, Re
 pub(super) struct ChunkContext {
     pub run_id: Option<i64>,
     pub as_of: NaiveDate,
-    pub window_days: u32,
+    pub rules: Rules,
     pub tz: Tz,
     pub correlation_seed: u64,
     pub dry_run: bool,
-    pub default_validity_months: u32,
     pub fee_mode: FeeMode,
+    /// Products already reported as misconfigured in this run (each is logged once).
+    pub reported_products: Arc<Mutex<HashSet<i64>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +58,12 @@ struct Evaluated {
     event: CardEvent,
     card_id: i64,
     /// `Some` while the card is still on its way to 000_000.
-    eligible: Option<(Eligible, String)>,
+    eligible: Option<Eligible>,
 }
+
+/// How often a chunk retries the claims whose card application number another writer had
+/// taken: each retry first reads the numbers taken, so one retry settles all but a race.
+const CLAIM_ROUNDS: usize = 3;
 
 /// Evaluates and writes `candidates` (ascending card id) through `tx`. `balances` holds what
 /// each member's wallet has left; members not in it take the balance read with the page.
@@ -71,6 +77,7 @@ pub(super) async fn write<T: ChunkTx>(
     let now_local = Utc::now().with_timezone(&ctx.tz).naive_local();
     let mut evaluated = Vec::with_capacity(candidates.len());
     let mut applications = Vec::new();
+    let deferred_fee = ctx.fee_mode == FeeMode::Http;
     for candidate in candidates {
         let facts = &candidate.facts;
         let correlation = correlation_id(now_local, ctx.correlation_seed, facts.card_id);
@@ -82,9 +89,11 @@ pub(super) async fn write<T: ChunkTx>(
             fee: 0,
             card_apply_no: None,
         };
-        let deferred_fee = ctx.fee_mode == FeeMode::Http;
-        let eligible = match evaluate(facts, ctx.as_of, ctx.window_days) {
+        let eligible = match evaluate(facts, ctx.as_of, &ctx.rules) {
             Err(outcome) => {
+                if outcome == Outcome::ProductNotValid {
+                    report_product(ctx, &facts.product);
+                }
                 set_outcome(&mut event, outcome);
                 None
             }
@@ -92,16 +101,14 @@ pub(super) async fn write<T: ChunkTx>(
                 if let Some(m) = &facts.member {
                     balances.entry(m.member_id).or_insert(candidate.balance);
                 }
-                let apply_no = CardApplyNo::derive(ctx.as_of, candidate.prior_applications, facts.card_id)?;
-                let validity = candidate.validity_months.unwrap_or(i64::from(ctx.default_validity_months));
-                let validity = u32::try_from(validity.clamp(1, 600)).unwrap_or(60);
                 applications.push(NewApplication {
                     card_id: facts.card_id,
                     member_id: eligible.member_id,
                     product_id: facts.product.product_id,
-                    card_apply_no: apply_no.to_string(),
+                    card_apply_no: CardApplyNo::derive(ctx.as_of, facts.card_id, candidate.prior_applications)?,
+                    attempt: candidate.prior_applications,
                     fee: eligible.fee,
-                    new_expiry_yyyymm: ExpiryMonth::of_date(ctx.as_of).plus_months(validity).yyyymm(),
+                    new_expiry_yyyymm: ExpiryMonth::of_date(ctx.as_of).plus_months(eligible.validity_months).yyyymm(),
                     correlation_id: correlation,
                     // HTTP mode reserves fee-bearing cards; the charge happens after this commits.
                     payment_state: if deferred_fee && eligible.fee > 0 {
@@ -111,29 +118,30 @@ pub(super) async fn write<T: ChunkTx>(
                     },
                     run_id: ctx.run_id,
                 });
-                Some((eligible, apply_no.to_string()))
+                Some(eligible)
             }
         };
         evaluated.push(Evaluated { event, card_id: facts.card_id, eligible });
     }
 
     hooks::maybe_pause(Point::BeforeClaim, chunk_no, 0, shutdown).await;
-    // Claim first: a card renewed meanwhile (the API, another replica) loses here, alone.
-    let claimed: Vec<Claimed> = if ctx.dry_run {
-        applications.iter().map(|a| Claimed { card_id: a.card_id, application_id: 0 }).collect()
-    } else {
-        tx.claim(&applications).await?
-    };
-    let won: HashMap<i64, i64> = claimed.iter().map(|c| (c.card_id, c.application_id)).collect();
-    let mut reserved = Vec::with_capacity(won.len());
+    let claims = claim(tx, ctx, applications).await?;
+    let mut reserved = Vec::with_capacity(claims.won.len());
     for card in &mut evaluated {
-        if let Some((eligible, apply_no)) = &card.eligible {
-            match won.get(&card.card_id) {
-                Some(&application_id) => {
-                    reserved.push(Reserved { eligible: *eligible, application_id, card_apply_no: apply_no.clone() })
-                }
+        if let Some(eligible) = &card.eligible {
+            match claims.won.get(&card.card_id) {
+                Some((application_id, apply_no)) => reserved.push(Reserved {
+                    eligible: *eligible,
+                    application_id: *application_id,
+                    card_apply_no: apply_no.clone(),
+                }),
                 None => {
-                    set_outcome(&mut card.event, Outcome::AlreadyReissued);
+                    let lost = if claims.unavailable.contains(&card.card_id) {
+                        Outcome::ApplyNoUnavailable
+                    } else {
+                        Outcome::AlreadyReissued
+                    };
+                    set_outcome(&mut card.event, lost);
                     card.eligible = None;
                 }
             }
@@ -148,7 +156,7 @@ pub(super) async fn write<T: ChunkTx>(
             .map(|r| if r.eligible.fee == 0 { FeeDecision::Free } else { FeeDecision::Charge(r.eligible.fee) })
             .collect(),
     };
-    let defer = ctx.fee_mode == FeeMode::Http && !ctx.dry_run;
+    let defer = deferred_fee && !ctx.dry_run;
     let mut declined = HashSet::new();
     let mut deferred = HashMap::new();
     let mut marks = Vec::new();
@@ -178,11 +186,12 @@ pub(super) async fn write<T: ChunkTx>(
     let mut written = ChunkWritten::default();
     let mut results = Vec::with_capacity(evaluated.len());
     for mut card in evaluated {
-        if let (Some((eligible, apply_no)), Some(&(application_id, fee))) =
-            (card.eligible.as_ref(), deferred.get(&card.card_id))
+        let won = claims.won.get(&card.card_id);
+        if let (Some(eligible), Some((_, apply_no)), Some(&(application_id, fee))) =
+            (card.eligible.as_ref(), won, deferred.get(&card.card_id))
         {
             // Counted against the blast-radius limits as if charged: the service decides later.
-            written.fee_total += fee;
+            written.fee_total = written.fee_total.saturating_add(fee);
             written.reissued += 1;
             written.reserved.push(Reservation {
                 application_id,
@@ -195,15 +204,15 @@ pub(super) async fn write<T: ChunkTx>(
             });
             continue;
         }
-        if let Some((_, apply_no)) = card.eligible.take() {
+        if let (Some(_), Some((_, apply_no))) = (card.eligible.take(), won) {
             if declined.contains(&card.card_id) {
                 set_outcome(&mut card.event, Outcome::FeePayFail);
             } else {
                 set_outcome(&mut card.event, Outcome::Success);
                 card.event.fee = fees.get(&card.card_id).copied().unwrap_or(0);
-                card.event.card_apply_no = Some(apply_no);
+                card.event.card_apply_no = Some(apply_no.clone());
                 written.reissued += 1;
-                written.fee_total += card.event.fee;
+                written.fee_total = written.fee_total.saturating_add(card.event.fee);
             }
         }
         results.push(ResultRow {
@@ -220,6 +229,96 @@ pub(super) async fn write<T: ChunkTx>(
         tx.insert_results(run_id, ctx.as_of, &results).await?;
     }
     Ok(written)
+}
+
+/// The claims of one chunk: which cards won an application (and under which number), and
+/// which could get no number at all.
+struct Claims {
+    won: HashMap<i64, (i64, CardApplyNo)>,
+    unavailable: HashSet<i64>,
+}
+
+/// Claim first: a card renewed meanwhile (the API, another replica) loses here, alone. A claim
+/// that lost to a card application number written by someone else (not to a live application
+/// of the card) is retried under the card's first free number of the day.
+async fn claim<T: ChunkTx>(tx: &mut T, ctx: &ChunkContext, apps: Vec<NewApplication>) -> Result<Claims, ChunkError> {
+    let mut claims = Claims { won: HashMap::new(), unavailable: HashSet::new() };
+    if ctx.dry_run {
+        claims.won = apps.into_iter().map(|a| (a.card_id, (0, a.card_apply_no))).collect();
+        return Ok(claims);
+    }
+    let mut pending = apps;
+    for _ in 0..CLAIM_ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
+        let winners: HashMap<i64, i64> =
+            tx.claim(&pending).await?.into_iter().map(|c| (c.card_id, c.application_id)).collect();
+        let mut losers = Vec::new();
+        for app in pending {
+            match winners.get(&app.card_id) {
+                Some(&id) => {
+                    claims.won.insert(app.card_id, (id, app.card_apply_no));
+                }
+                None => losers.push(app),
+            }
+        }
+        if losers.is_empty() {
+            return Ok(claims);
+        }
+        let loser_ids: Vec<i64> = losers.iter().map(|a| a.card_id).collect();
+        let live: HashSet<i64> = tx.live_application_cards(&loser_ids).await?.into_iter().collect();
+        pending = Vec::new();
+        for mut app in losers.into_iter().filter(|a| !live.contains(&a.card_id)) {
+            let (low, high) = CardApplyNo::day_range(ctx.as_of, app.card_id)?;
+            let taken: HashSet<CardApplyNo> = tx.taken_apply_nos(&low, &high).await?.into_iter().collect();
+            tracing::warn!(
+                event = "card_apply_no_taken",
+                run_id = ctx.run_id.unwrap_or(0),
+                card_id = app.card_id,
+                card_apply_no = %app.card_apply_no,
+                taken = taken.len(),
+                "the card's application number was already taken by another row; trying the next free one"
+            );
+            match CardApplyNo::first_free(ctx.as_of, app.card_id, app.attempt, &taken)? {
+                Some(next) => {
+                    app.card_apply_no = next;
+                    pending.push(app);
+                }
+                None => {
+                    claims.unavailable.insert(app.card_id);
+                }
+            }
+        }
+    }
+    for app in pending {
+        claims.unavailable.insert(app.card_id);
+    }
+    for card_id in &claims.unavailable {
+        tracing::error!(
+            event = "card_apply_no_unavailable",
+            run_id = ctx.run_id.unwrap_or(0),
+            card_id,
+            "no free card application number for the card today; it gets 900_001 and is tried again tomorrow"
+        );
+    }
+    Ok(claims)
+}
+
+/// Logs a misconfigured product once per run: its fee or validity cannot be right, so every one
+/// of its cards gets `003_009` until the product is fixed.
+fn report_product(ctx: &ChunkContext, product: &ProductFacts) {
+    let Some(problem) = product.problem(&ctx.rules) else { return };
+    let first = ctx.reported_products.lock().unwrap_or_else(|p| p.into_inner()).insert(product.product_id);
+    if first {
+        tracing::error!(
+            event = "product_misconfigured",
+            run_id = ctx.run_id.unwrap_or(0),
+            product_id = product.product_id,
+            problem = problem.as_str(),
+            "the product's data is impossible: its cards get 003_009 until it is fixed"
+        );
+    }
 }
 
 fn set_outcome(event: &mut CardEvent, outcome: Outcome) {

@@ -1,6 +1,7 @@
 //! The structured log events dashboards read. Field names here are a public contract.
 
 use crate::domain::card_number::mask;
+use crate::domain::ids::CardApplyNo;
 use crate::store::RunSummary;
 
 /// What every event of a run carries.
@@ -20,7 +21,7 @@ pub struct CardEvent {
     pub code: &'static str,
     pub message: String,
     pub fee: i64,
-    pub card_apply_no: Option<String>,
+    pub card_apply_no: Option<CardApplyNo>,
 }
 
 pub fn card_result(run: &RunFields, card: &CardEvent, duration_ms: u64) {
@@ -36,7 +37,7 @@ pub fn card_result(run: &RunFields, card: &CardEvent, duration_ms: u64) {
         code = card.code,
         message = %card.message,
         fee = card.fee,
-        card_apply_no = card.card_apply_no.as_deref().unwrap_or(""),
+        card_apply_no = card.card_apply_no.as_ref().map_or("", CardApplyNo::as_str),
         duration_ms,
     );
 }

@@ -106,7 +106,9 @@ struct Shared {
     stop: AtomicBool,
     /// Dry runs write nothing, so balances are carried here from chunk to chunk instead.
     dry_balances: Mutex<HashMap<i64, i64>>,
-    dry_counts: std::sync::Mutex<BTreeMap<String, CodeCount>>,
+    /// Per-code counts of the results this process committed (a dry run's whole summary; a
+    /// real run's summary when its end cannot be recorded).
+    counts: std::sync::Mutex<BTreeMap<String, CodeCount>>,
     /// HTTP fee mode (real runs): the fee service client.
     charger: Option<Arc<HttpCharger>>,
     /// Fees whose outcome stayed unknown in this run.
@@ -143,17 +145,17 @@ pub async fn execute<S: Store>(
         _ => None,
     };
     let started = Instant::now();
+    let scope = match (&request.card, request.limit) {
+        (Some(_), _) => Scope::Card,
+        (None, Some(_)) => Scope::Limit,
+        (None, None) => Scope::Full,
+    };
     let handle = if request.dry_run {
         None
     } else {
         for id in store.close_abandoned_runs().await? {
             tracing::warn!(event = "run_abandoned", run_id = id, "closed run left running by a dead process as failed");
         }
-        let scope = match (&request.card, request.limit) {
-            (Some(_), _) => Scope::Card,
-            (None, Some(_)) => Scope::Limit,
-            (None, None) => Scope::Full,
-        };
         Some(store.start_run(&new_run(settings, &request, scope)).await?)
     };
     let run_id = handle.as_ref().map(|h| h.id);
@@ -168,12 +170,12 @@ pub async fn execute<S: Store>(
         ctx: ChunkContext {
             run_id,
             as_of: request.as_of,
-            window_days: settings.run.window_days,
+            rules: settings.run.rules(),
             tz,
             correlation_seed: fastrand::u64(..),
             dry_run: request.dry_run,
-            default_validity_months: settings.run.default_validity_months,
             fee_mode: settings.fees.mode,
+            reported_products: Arc::default(),
         },
         fields: fields.clone(),
         window_months: window_months(request.as_of, settings.run.window_days).iter().map(|m| m.yyyymm()).collect(),
@@ -192,7 +194,7 @@ pub async fn execute<S: Store>(
         chunks: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         dry_balances: Mutex::new(HashMap::new()),
-        dry_counts: std::sync::Mutex::new(BTreeMap::new()),
+        counts: std::sync::Mutex::new(BTreeMap::new()),
         charger,
         pending: AtomicU64::new(0),
     });
@@ -219,10 +221,24 @@ pub async fn execute<S: Store>(
     let summary = match handle {
         Some(handle) => match store.finish_run(handle, status, reason.as_deref(), pending).await {
             Ok(summary) => summary,
-            // The run's own error says more than the failure to record it.
-            Err(close_error) => return Err(outcome.err().unwrap_or(RunError::Store(close_error))),
+            Err(close_error) => {
+                // The row stays `running` only while this process lives: its liveness lock goes
+                // with it, and the next run closes the row as failed. The summary event still goes
+                // out, from this process's own counts.
+                tracing::error!(
+                    event = "run_close_failed",
+                    run_id = fields.run_id,
+                    error = %close_error,
+                    "could not record the run's end; the next run closes its row as failed"
+                );
+                let reason = Some(format!("could not record the run's end: {close_error}"));
+                let summary = memory_summary(&request, settings, &shared, (scope, RunStatus::Failed), reason, started);
+                events::run_summary(&fields, &summary, started.elapsed().as_millis() as i64);
+                // The run's own error says more than the failure to record it.
+                return Err(outcome.err().unwrap_or(RunError::Store(close_error)));
+            }
         },
-        None => dry_summary(&request, settings, &shared, status, reason, started),
+        None => memory_summary(&request, settings, &shared, (scope, status), reason, started),
     };
     events::run_summary(&fields, &summary, started.elapsed().as_millis() as i64);
     match outcome {
@@ -249,10 +265,21 @@ async fn settle_leftovers<S: Store>(
     let settled = settle::charge_and_finish(store, charger, run_id, leftovers, settle::Origin::Leftover, hook).await?;
     shared.pending.fetch_add(settled.pending, Ordering::SeqCst);
     let duration_ms = started.elapsed().as_millis() as u64;
+    tally(shared, &settled.cards);
     for card in &settled.cards {
         events::card_result(&shared.fields, card, duration_ms);
     }
     Ok(())
+}
+
+/// Adds committed results to the run's own per-code counts.
+fn tally(shared: &Shared, cards: &[events::CardEvent]) {
+    let mut counts = shared.counts.lock().unwrap_or_else(|p| p.into_inner());
+    for card in cards {
+        let entry = counts.entry(card.code.to_owned()).or_default();
+        entry.count += 1;
+        entry.fee = entry.fee.saturating_add(card.fee);
+    }
 }
 
 async fn resolve_card<S: Store>(store: &S, card_no: &str) -> Result<i64, RunError> {
@@ -419,7 +446,7 @@ async fn chunk_loop<S: Store>(
         let committed_cards = {
             let mut budget = shared.budget.lock().await;
             let reissued = budget.reissued + written.reissued;
-            let fee_total = budget.fee_total + written.fee_total;
+            let fee_total = budget.fee_total.saturating_add(written.fee_total);
             if shared.max_reissues > 0 && reissued > shared.max_reissues {
                 return Err(RunError::Limit(format!(
                     "chunk {chunk_no} would bring reissues to {reissued}, over run.max_reissues = {}",
@@ -450,6 +477,7 @@ async fn chunk_loop<S: Store>(
         hooks::pace_after_commit().await;
 
         let duration_ms = chunk_started.elapsed().as_millis() as u64;
+        tally(shared, &written.cards);
         for card in &written.cards {
             events::card_result(&shared.fields, card, duration_ms);
         }
@@ -461,37 +489,33 @@ async fn chunk_loop<S: Store>(
                     .await?;
             shared.pending.fetch_add(settled.pending, Ordering::SeqCst);
             let duration_ms = chunk_started.elapsed().as_millis() as u64;
+            tally(shared, &settled.cards);
             for card in &settled.cards {
                 events::card_result(&shared.fields, card, duration_ms);
-            }
-        }
-        if shared.ctx.dry_run {
-            let mut counts = shared.dry_counts.lock().unwrap_or_else(|p| p.into_inner());
-            for card in &written.cards {
-                let entry = counts.entry(card.code.to_owned()).or_default();
-                entry.count += 1;
-                entry.fee += card.fee;
             }
         }
     }
 }
 
-fn dry_summary(
+/// A summary from this process's own counts: a dry run's, or a real run's whose end could not
+/// be recorded.
+fn memory_summary(
     request: &RunRequest,
     settings: &Settings,
     shared: &Shared,
-    status: RunStatus,
+    (scope, status): (Scope, RunStatus),
     reason: Option<String>,
     started: Instant,
 ) -> RunSummary {
-    let counts = shared.dry_counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let (read, reissued, ineligible, failed, fee_total) = totals(&counts, 0);
+    let counts = shared.counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let pending = shared.pending.load(Ordering::SeqCst) as i64;
+    let (read, reissued, ineligible, failed, fee_total) = totals(&counts, pending);
     let now = Utc::now();
     RunSummary {
-        run_id: 0,
+        run_id: shared.ctx.run_id.unwrap_or(0),
         as_of: request.as_of,
         trigger: request.trigger.as_str().to_owned(),
-        scope: "dry_run".to_owned(),
+        scope: if request.dry_run { "dry_run".to_owned() } else { scope.as_str().to_owned() },
         status: status.as_str().to_owned(),
         reason,
         started_at: now - chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
@@ -503,7 +527,7 @@ fn dry_summary(
         reissued,
         ineligible,
         failed,
-        pending: 0,
+        pending,
         fee_total,
     }
 }

@@ -26,11 +26,6 @@ pub(super) struct Settled {
     pub pending: u64,
 }
 
-/// The as-of a reservation was made for: the first 8 digits of its cardApplyNo.
-fn as_of_of(card_apply_no: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(card_apply_no.get(..8)?, "%Y%m%d").ok()
-}
-
 /// Where a settlement stands in its run, for the test pause hook.
 pub(super) struct HookAt<'a> {
     pub chunk: u64,
@@ -66,7 +61,7 @@ pub(super) async fn charge_and_finish<S: Store>(
             member_id: r.member_id,
             card_id: r.card_id,
             amount: r.fee,
-            reference: r.card_apply_no.clone(),
+            reference: r.card_apply_no.to_string(),
             correlation_id: r.correlation_id.clone(),
         })
         .collect();
@@ -143,7 +138,7 @@ pub(super) async fn charge_and_finish<S: Store>(
             fee,
             card_apply_no: row.card_apply_no.clone(),
         });
-        let as_of = as_of_of(&r.card_apply_no).ok_or_else(|| StoreError::Invariant {
+        let as_of = r.card_apply_no.as_of().ok_or_else(|| StoreError::Invariant {
             context: "settling a reservation",
             detail: format!("card application {} has no as-of date in its number", r.application_id),
         })?;

@@ -1,6 +1,7 @@
 //! Delivery-address validation (the source API's `addressInfo`).
 
 use super::codes::InvalidField;
+use super::text::is_blank;
 
 pub const MAX_ADDRESS_CHARS: usize = 255;
 
@@ -27,7 +28,7 @@ pub fn first_invalid_field(input: &AddressInput<'_>) -> Option<InvalidField> {
 }
 
 fn text_ok(value: Option<&str>) -> bool {
-    value.is_some_and(|v| !v.trim().is_empty() && v.chars().count() <= MAX_ADDRESS_CHARS)
+    value.is_some_and(|v| !is_blank(v) && v.chars().count() <= MAX_ADDRESS_CHARS)
 }
 
 fn zip_ok(value: Option<&str>) -> bool {

@@ -37,13 +37,12 @@ pub enum Outcome {
     ParNotFound,
     ProductNotValid,
     FeePayFail,
+    /// The worker's own code (outside the seed's range): every card application number of the
+    /// card's day is taken by rows written elsewhere, so no application could be written.
+    ApplyNoUnavailable,
 }
 
 impl Outcome {
-    /// Every code, in check order (with one representative `000_002`).
-    pub const ALL_CODES: [&'static str; 10] =
-        ["000_000", "000_002", "001_006", "003_004", "003_005", "003_006", "003_007", "003_008", "003_009", "003_010"];
-
     pub fn code(self) -> &'static str {
         match self {
             Self::Success => "000_000",
@@ -56,6 +55,7 @@ impl Outcome {
             Self::ParNotFound => "003_008",
             Self::ProductNotValid => "003_009",
             Self::FeePayFail => "003_010",
+            Self::ApplyNoUnavailable => "900_001",
         }
     }
 
@@ -78,15 +78,7 @@ impl Outcome {
             Self::ParNotFound => "Par not found from cardNo.",
             Self::ProductNotValid => "Not valid product for card issue type",
             Self::FeePayFail => "Card reissue cost pay fail",
-        }
-    }
-
-    /// The dashboard category of DESIGN §9: reissued, failed (fee) or ineligible.
-    pub fn category(self) -> Category {
-        match self {
-            Self::Success => Category::Reissued,
-            Self::FeePayFail => Category::Failed,
-            _ => Category::Ineligible,
+            Self::ApplyNoUnavailable => "Card application number unavailable",
         }
     }
 }
@@ -104,11 +96,13 @@ pub enum Category {
     Failed,
 }
 
-/// The category of a code as stored in a result row.
+/// The dashboard category (DESIGN §9) of a code as stored in a result row: reissued, failed
+/// (the fee, or the worker's own `900_xxx` codes) or ineligible.
 pub fn category_of_code(code: &str) -> Category {
     match code {
         "000_000" => Category::Reissued,
         "003_010" => Category::Failed,
+        c if c.starts_with("900_") => Category::Failed,
         _ => Category::Ineligible,
     }
 }

@@ -11,5 +11,6 @@ pub mod eligibility;
 pub mod expiry;
 pub mod fee_plan;
 pub mod ids;
+pub mod text;
 
 pub use codes::Outcome;

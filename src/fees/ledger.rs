@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use crate::domain::eligibility::Eligible;
 use crate::domain::fee_plan::{FeeDecision, plan_fees};
+use crate::domain::ids::CardApplyNo;
 use crate::store::{ChunkTx, Debit, StoreError};
 
 /// A claimed card waiting for its fee.
@@ -11,7 +12,7 @@ use crate::store::{ChunkTx, Debit, StoreError};
 pub struct Reserved {
     pub eligible: Eligible,
     pub application_id: i64,
-    pub card_apply_no: String,
+    pub card_apply_no: CardApplyNo,
 }
 
 /// Charges the reserved cards (ascending card id) against `balances`, which the caller read in
@@ -33,7 +34,7 @@ pub async fn charge<T: ChunkTx>(
             FeeDecision::Charge(amount) => Some(Debit {
                 member_id: r.eligible.member_id,
                 application_id: r.application_id,
-                reference: r.card_apply_no.clone(),
+                reference: r.card_apply_no.to_string(),
                 amount: *amount,
             }),
             FeeDecision::Free | FeeDecision::Decline => None,

@@ -11,6 +11,8 @@ mod types;
 
 use std::future::Future;
 
+use crate::domain::ids::CardApplyNo;
+
 pub use types::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,18 @@ pub trait ChunkTx: Send {
 
     /// Inserts applications unless the card already has a live one; returns the winners.
     fn claim(&mut self, apps: &[NewApplication]) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send;
+
+    /// Of `card_ids`, the cards that have a live (not cancelled) expiry-reissue application:
+    /// the claims they lost were lost to a renewal, not to a taken card application number.
+    fn live_application_cards(&mut self, card_ids: &[i64])
+    -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
+
+    /// The card application numbers already taken in `low..=high`.
+    fn taken_apply_nos(
+        &mut self,
+        low: &CardApplyNo,
+        high: &CardApplyNo,
+    ) -> impl Future<Output = Result<Vec<CardApplyNo>, StoreError>> + Send;
 
     /// Withdraws claims made in this transaction (fee declined in ledger mode).
     fn unclaim(&mut self, application_ids: &[i64]) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -5,8 +5,66 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{Candidate, Claimed, Reservation, StoreError};
 use crate::domain::eligibility::{CardFacts, MemberFacts, ProductFacts};
+use crate::domain::ids::CardApplyNo;
+use crate::domain::text::is_present;
 
-/// Builds a candidate from a row of the candidate query's named columns.
+/// A candidate as the database holds it: texts raw, so that what counts as blank is decided
+/// once, in Rust, by `domain::text` (SQL's `trim` knows only ASCII spaces).
+pub(crate) struct RawCandidate {
+    pub id: i64,
+    pub card_no: String,
+    pub status: String,
+    pub expiry_ym: i64,
+    pub par: Option<String>,
+    pub already: bool,
+    pub member_id: Option<i64>,
+    pub cancelled: Option<bool>,
+    pub name: Option<String>,
+    pub mobile: Option<String>,
+    pub address: Option<String>,
+    pub address_detail: Option<String>,
+    pub zip_code: Option<String>,
+    pub product_id: i64,
+    pub allows: bool,
+    pub fee: i64,
+    pub validity_months: Option<i64>,
+    pub balance: i64,
+    pub prior: i64,
+}
+
+impl From<RawCandidate> for Candidate {
+    fn from(r: RawCandidate) -> Self {
+        Candidate {
+            facts: CardFacts {
+                card_id: r.id,
+                card_no: r.card_no,
+                status: r.status,
+                expiry_yyyymm: r.expiry_ym,
+                has_par: is_present(r.par.as_deref()),
+                already_reissued: r.already,
+                member: r.member_id.map(|member_id| MemberFacts {
+                    member_id,
+                    cancelled: r.cancelled.unwrap_or(true),
+                    has_name: is_present(r.name.as_deref()),
+                    has_mobile: is_present(r.mobile.as_deref()),
+                    address: r.address,
+                    address_detail: r.address_detail,
+                    zip_code: r.zip_code,
+                }),
+                product: ProductFacts {
+                    product_id: r.product_id,
+                    allows_expiry_reissue: r.allows,
+                    reissue_fee: r.fee,
+                    validity_months: r.validity_months,
+                },
+            },
+            balance: r.balance,
+            prior_applications: r.prior,
+        }
+    }
+}
+
+/// Builds a candidate from a row of the candidate query's named columns (PostgreSQL).
 pub(crate) fn candidate_from_row<'r, R>(row: &'r R) -> Result<Candidate, sqlx::Error>
 where
     R: Row,
@@ -15,38 +73,28 @@ where
     bool: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let member_id: Option<i64> = row.try_get("member_id")?;
-    let member = match member_id {
-        Some(member_id) => Some(MemberFacts {
-            member_id,
-            cancelled: row.try_get::<Option<bool>, _>("cancelled")?.unwrap_or(true),
-            has_name: row.try_get("has_name")?,
-            has_mobile: row.try_get("has_mobile")?,
-            address: row.try_get("address")?,
-            address_detail: row.try_get("address_detail")?,
-            zip_code: row.try_get("zip_code")?,
-        }),
-        None => None,
-    };
-    Ok(Candidate {
-        facts: CardFacts {
-            card_id: row.try_get("id")?,
-            card_no: row.try_get("card_no")?,
-            status: row.try_get("status")?,
-            expiry_yyyymm: row.try_get("expiry_ym")?,
-            has_par: row.try_get("has_par")?,
-            already_reissued: row.try_get("already")?,
-            member,
-            product: ProductFacts {
-                product_id: row.try_get("product_id")?,
-                allows_expiry_reissue: row.try_get("allows")?,
-                reissue_fee: row.try_get("fee")?,
-            },
-        },
-        balance: row.try_get("balance")?,
-        prior_applications: row.try_get("prior")?,
+    Ok(RawCandidate {
+        id: row.try_get("id")?,
+        card_no: row.try_get("card_no")?,
+        status: row.try_get("status")?,
+        expiry_ym: row.try_get("expiry_ym")?,
+        par: row.try_get("par")?,
+        already: row.try_get("already")?,
+        member_id: row.try_get("member_id")?,
+        cancelled: row.try_get("cancelled")?,
+        name: row.try_get("name")?,
+        mobile: row.try_get("mobile")?,
+        address: row.try_get("address")?,
+        address_detail: row.try_get("address_detail")?,
+        zip_code: row.try_get("zip_code")?,
+        product_id: row.try_get("product_id")?,
+        allows: row.try_get("allows")?,
+        fee: row.try_get("fee")?,
         validity_months: row.try_get("validity_months")?,
-    })
+        balance: row.try_get("balance")?,
+        prior: row.try_get("prior")?,
+    }
+    .into())
 }
 
 /// A bulk write must change exactly one row per item; anything else rolls the chunk back.
@@ -92,7 +140,7 @@ where
         card_no: r.try_get(2)?,
         member_id: r.try_get(3)?,
         fee: r.try_get(4)?,
-        card_apply_no: r.try_get(5)?,
+        card_apply_no: CardApplyNo::parse(&r.try_get::<String, _>(5)?).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         correlation_id: r.try_get(6)?,
     })
 }
@@ -105,4 +153,23 @@ where
     i64: Decode<'r, R::Database> + Type<R::Database>,
 {
     Ok(Claimed { card_id: r.try_get(0)?, application_id: r.try_get(1)? })
+}
+
+/// Which of a set of cards have a live expiry-reissue application (the set is one parameter:
+/// a JSON array on SQLite, an array on PostgreSQL).
+pub(crate) const LIVE_APPLICATION_CARDS_SQLITE: &str = "SELECT old_card_id FROM card_application \
+     WHERE old_card_id IN (SELECT value FROM json_each(?1)) AND kind = 'EXPIRY_REISSUE' AND payment_state <> 'CANCELLED'";
+pub(crate) const LIVE_APPLICATION_CARDS_PG: &str = "SELECT old_card_id FROM card_application \
+     WHERE old_card_id = ANY($1) AND kind = 'EXPIRY_REISSUE' AND payment_state <> 'CANCELLED'";
+
+/// The card application numbers taken in an inclusive range (a seek of the UNIQUE index).
+pub(crate) const TAKEN_APPLY_NOS_SQLITE: &str =
+    "SELECT card_apply_no FROM card_application WHERE card_apply_no BETWEEN ?1 AND ?2";
+pub(crate) const TAKEN_APPLY_NOS_PG: &str =
+    "SELECT card_apply_no FROM card_application WHERE card_apply_no BETWEEN $1 AND $2";
+
+/// Stored numbers back into their type; one that is not 22 digits was written by someone else
+/// and cannot collide with ours, so it is left out.
+pub(crate) fn parse_apply_nos(raw: Vec<String>) -> Result<Vec<CardApplyNo>, StoreError> {
+    Ok(raw.iter().filter_map(|r| CardApplyNo::parse(r).ok()).collect())
 }

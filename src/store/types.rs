@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::domain::codes::{Category, category_of_code};
 use crate::domain::eligibility::CardFacts;
+use crate::domain::ids::CardApplyNo;
 
 /// Which candidates a chunk reads.
 #[derive(Debug, Clone)]
@@ -40,7 +41,6 @@ pub struct Candidate {
     pub balance: i64,
     /// Expiry-reissue applications the card already had, cancelled ones included.
     pub prior_applications: i64,
-    pub validity_months: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,9 @@ pub struct NewApplication {
     pub card_id: i64,
     pub member_id: i64,
     pub product_id: i64,
-    pub card_apply_no: String,
+    pub card_apply_no: CardApplyNo,
+    /// The sequence the number was derived from (retries move on from it).
+    pub attempt: i64,
     pub fee: i64,
     pub new_expiry_yyyymm: i64,
     pub correlation_id: String,
@@ -87,7 +89,7 @@ pub struct Reservation {
     pub card_no: String,
     pub member_id: i64,
     pub fee: i64,
-    pub card_apply_no: String,
+    pub card_apply_no: CardApplyNo,
     pub correlation_id: String,
 }
 
@@ -113,7 +115,7 @@ pub struct ResultRow {
     pub code: &'static str,
     pub message: String,
     pub fee: i64,
-    pub card_apply_no: Option<String>,
+    pub card_apply_no: Option<CardApplyNo>,
     pub correlation_id: String,
 }
 
@@ -289,15 +291,16 @@ pub struct CardRow {
 /// (read, reissued, ineligible, failed, fee total). A pending fee was read and is not yet
 /// reissued, so it counts as failed until settled (DESIGN §9).
 pub fn totals(counts: &BTreeMap<String, CodeCount>, pending: i64) -> (i64, i64, i64, i64, i64) {
-    let mut t = (pending, 0, 0, pending, 0);
+    let mut t: (i64, i64, i64, i64, i64) = (pending, 0, 0, pending, 0);
     for (code, c) in counts {
-        t.0 += c.count;
-        t.4 += c.fee;
-        match category_of_code(code) {
-            Category::Reissued => t.1 += c.count,
-            Category::Ineligible => t.2 += c.count,
-            Category::Failed => t.3 += c.count,
-        }
+        t.0 = t.0.saturating_add(c.count);
+        t.4 = t.4.saturating_add(c.fee);
+        let slot = match category_of_code(code) {
+            Category::Reissued => &mut t.1,
+            Category::Ineligible => &mut t.2,
+            Category::Failed => &mut t.3,
+        };
+        *slot = slot.saturating_add(c.count);
     }
     t
 }

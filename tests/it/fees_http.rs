@@ -113,7 +113,8 @@ async fn http_fees_reach_the_ledger_outcome_and_a_declined_card_is_tried_again_n
             .await
             .unwrap();
     assert_eq!(apply_nos.len(), 2);
-    assert_eq!(&apply_nos[1][..10], "2026112101", "a second attempt gets attempt number 01");
+    assert_eq!(&apply_nos[1][..6], "261121", "the second attempt's number carries its own as-of");
+    assert_eq!(&apply_nos[1][18..], "0001", "a second attempt gets sequence 0001");
     server.assert_no_card_charged_twice();
 }
 

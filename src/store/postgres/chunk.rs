@@ -7,7 +7,10 @@
 use chrono::NaiveDate;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
 
-use crate::store::rows::{candidate_from_row, claimed_from_row, expect_rows};
+use crate::domain::ids::CardApplyNo;
+use crate::store::rows::{
+    LIVE_APPLICATION_CARDS_PG, TAKEN_APPLY_NOS_PG, candidate_from_row, claimed_from_row, expect_rows, parse_apply_nos,
+};
 use crate::store::{
     Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultRow, Settlement,
     StoreError,
@@ -48,11 +51,11 @@ fn scan_sql(months: usize) -> String {
 }
 
 const CANDIDATE_COLUMNS: &str = "c.id, c.card_no, c.status, c.expiry_ym::bigint AS expiry_ym, \
-     coalesce(c.par, '') <> '' AS has_par, \
+     c.par, \
      c.replaced_by_application_id IS NOT NULL OR EXISTS (SELECT 1 FROM card_application a \
          WHERE a.old_card_id = c.id AND a.kind = 'EXPIRY_REISSUE' AND a.payment_state <> 'CANCELLED') AS already, \
      m.id AS member_id, m.status = 'CANCELLED' AS cancelled, \
-     coalesce(btrim(m.name), '') <> '' AS has_name, coalesce(btrim(m.mobile), '') <> '' AS has_mobile, \
+     m.name, m.mobile, \
      m.address, m.address_detail, m.zip_code, \
      c.product_id, coalesce(p.allows_expiry_reissue, false) AS allows, coalesce(p.reissue_fee, 0) AS fee, \
      p.validity_months::bigint AS validity_months, coalesce(w.balance, 0) AS balance, \
@@ -187,8 +190,7 @@ impl ChunkTx for PgChunk {
              FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::int[], $7::text[], \
                          $8::text[], $9::bigint[]) AS u(no, card_id, member_id, product_id, fee, new_expiry, state, corr, run_id) \
              JOIN member m ON m.id = u.member_id \
-             ON CONFLICT (old_card_id) WHERE kind = 'EXPIRY_REISSUE' AND payment_state <> 'CANCELLED' \
-             DO NOTHING RETURNING old_card_id, id",
+             ON CONFLICT DO NOTHING RETURNING old_card_id, id",
         )
         .bind(apps.iter().map(|a| a.card_apply_no.as_str()).collect::<Vec<_>>())
         .bind(apps.iter().map(|a| a.card_id).collect::<Vec<_>>())
@@ -203,6 +205,24 @@ impl ChunkTx for PgChunk {
         .await
         .context("claiming applications")?;
         rows.iter().map(claimed_from_row).collect::<Result<_, _>>().context("reading claims")
+    }
+
+    async fn live_application_cards(&mut self, card_ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        sqlx::query_scalar(LIVE_APPLICATION_CARDS_PG)
+            .bind(card_ids)
+            .fetch_all(&mut *self.tx)
+            .await
+            .context("reading which lost claims lost to a live application")
+    }
+
+    async fn taken_apply_nos(&mut self, low: &CardApplyNo, high: &CardApplyNo) -> Result<Vec<CardApplyNo>, StoreError> {
+        let taken: Vec<String> = sqlx::query_scalar(TAKEN_APPLY_NOS_PG)
+            .bind(low.as_str())
+            .bind(high.as_str())
+            .fetch_all(&mut *self.tx)
+            .await
+            .context("reading taken card application numbers")?;
+        parse_apply_nos(taken)
     }
 
     async fn unclaim(&mut self, application_ids: &[i64]) -> Result<(), StoreError> {
@@ -328,7 +348,7 @@ impl ChunkTx for PgChunk {
         .bind(results.iter().map(|r| r.code).collect::<Vec<_>>())
         .bind(results.iter().map(|r| r.message.as_str()).collect::<Vec<_>>())
         .bind(results.iter().map(|r| r.fee).collect::<Vec<_>>())
-        .bind(results.iter().map(|r| r.card_apply_no.as_deref()).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| r.card_apply_no.as_ref().map(CardApplyNo::as_str)).collect::<Vec<_>>())
         .bind(results.iter().map(|r| r.correlation_id.as_str()).collect::<Vec<_>>())
         .execute(&mut *self.tx)
         .await

@@ -68,7 +68,7 @@ pub(super) async fn load(pool: &PgPool, data: &DemoData) -> Result<(), StoreErro
              SELECT $1, 'EXPIRY_REISSUE', $2, m.id, $3, coalesce(m.address, '-'), coalesce(m.address_detail, '-'), \
                     coalesce(m.zip_code, '00000'), $4, $5, $6, $7, now(), now() FROM member m WHERE m.id = $8 RETURNING id",
         )
-        .bind(&app.card_apply_no)
+        .bind(app.card_apply_no.as_str())
         .bind(app.card_id)
         .bind(app.product_id)
         .bind(app.fee)

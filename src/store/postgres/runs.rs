@@ -121,7 +121,7 @@ type Counts = BTreeMap<String, CodeCount>;
 
 async fn aggregate(conn: &mut PgConnection, run_id: i64) -> Result<Counts, StoreError> {
     let rows =
-        sqlx::query("SELECT code, count(*), coalesce(sum(fee), 0)::bigint FROM result WHERE run_id = $1 GROUP BY code")
+        sqlx::query("SELECT code, count(*), least(coalesce(sum(fee), 0), 9223372036854775807)::bigint FROM result WHERE run_id = $1 GROUP BY code")
             .bind(run_id)
             .fetch_all(&mut *conn)
             .await

@@ -6,8 +6,10 @@ use serde_json::json;
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
 use super::ts;
-use crate::domain::eligibility::{CardFacts, MemberFacts, ProductFacts};
-use crate::store::rows::{claimed_from_row, expect_rows};
+use crate::domain::ids::CardApplyNo;
+use crate::store::rows::{
+    LIVE_APPLICATION_CARDS_SQLITE, RawCandidate, TAKEN_APPLY_NOS_SQLITE, claimed_from_row, expect_rows, parse_apply_nos,
+};
 use crate::store::{
     Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultRow, Settlement,
     StoreError,
@@ -55,10 +57,10 @@ fn candidates_sql(page_ids: &str) -> String {
         "WITH page(id) AS ({page_ids}) \
          SELECT json_group_array(json_array( \
                 c.id, c.card_no, c.status, c.expiry_ym, \
-                coalesce(c.par, '') <> '', \
+                c.par, \
                 c.replaced_by_application_id IS NOT NULL OR EXISTS ({live}), \
                 m.id, m.status = 'CANCELLED', \
-                coalesce(trim(m.name), '') <> '', coalesce(trim(m.mobile), '') <> '', \
+                m.name, m.mobile, \
                 m.address, m.address_detail, m.zip_code, \
                 c.product_id, coalesce(p.allows_expiry_reissue, 0), coalesce(p.reissue_fee, 0), \
                 p.validity_months, coalesce(w.balance, 0), \
@@ -78,12 +80,12 @@ struct CandidateJson {
     card_no: String,
     status: String,
     expiry_ym: i64,
-    has_par: u8,
+    par: Option<String>,
     already: u8,
     member_id: Option<i64>,
     cancelled: Option<u8>,
-    has_name: u8,
-    has_mobile: u8,
+    name: Option<String>,
+    mobile: Option<String>,
     address: Option<String>,
     address_detail: Option<String>,
     zip_code: Option<String>,
@@ -97,33 +99,28 @@ struct CandidateJson {
 
 impl From<CandidateJson> for Candidate {
     fn from(j: CandidateJson) -> Self {
-        Candidate {
-            facts: CardFacts {
-                card_id: j.id,
-                card_no: j.card_no,
-                status: j.status,
-                expiry_yyyymm: j.expiry_ym,
-                has_par: j.has_par != 0,
-                already_reissued: j.already != 0,
-                member: j.member_id.map(|member_id| MemberFacts {
-                    member_id,
-                    cancelled: j.cancelled.is_none_or(|c| c != 0),
-                    has_name: j.has_name != 0,
-                    has_mobile: j.has_mobile != 0,
-                    address: j.address,
-                    address_detail: j.address_detail,
-                    zip_code: j.zip_code,
-                }),
-                product: ProductFacts {
-                    product_id: j.product_id,
-                    allows_expiry_reissue: j.allows != 0,
-                    reissue_fee: j.fee,
-                },
-            },
-            balance: j.balance,
-            prior_applications: j.prior,
+        RawCandidate {
+            id: j.id,
+            card_no: j.card_no,
+            status: j.status,
+            expiry_ym: j.expiry_ym,
+            par: j.par,
+            already: j.already != 0,
+            member_id: j.member_id,
+            cancelled: j.cancelled.map(|c| c != 0),
+            name: j.name,
+            mobile: j.mobile,
+            address: j.address,
+            address_detail: j.address_detail,
+            zip_code: j.zip_code,
+            product_id: j.product_id,
+            allows: j.allows != 0,
+            fee: j.fee,
             validity_months: j.validity_months,
+            balance: j.balance,
+            prior: j.prior,
         }
+        .into()
     }
 }
 
@@ -201,7 +198,8 @@ impl ChunkTx for SqliteChunk {
                 ])
             })
             .collect();
-        // `WHERE true` resolves SQLite's parsing ambiguity between a join's ON and the upsert's ON CONFLICT.
+        // No conflict target: a taken card application number loses the claim like a live
+        // application does, and `chunk::claim` tells the two apart. `WHERE true` resolves SQLite's parsing ambiguity between a join's ON and the upsert's ON CONFLICT.
         let rows = sqlx::query(
             "INSERT INTO card_application (card_apply_no, kind, old_card_id, member_id, product_id, \
                  delivery_address, delivery_address_detail, delivery_zip_code, fee, new_expiry_ym, \
@@ -210,8 +208,7 @@ impl ChunkTx for SqliteChunk {
                  m.address, m.address_detail, m.zip_code, j.value ->> '$[4]', j.value ->> '$[5]', \
                  j.value ->> '$[6]', j.value ->> '$[7]', j.value ->> '$[8]', ?2, ?2 \
              FROM jsonb_each(?1) j JOIN member m ON m.id = j.value ->> '$[2]' WHERE true \
-             ON CONFLICT (old_card_id) WHERE kind = 'EXPIRY_REISSUE' AND payment_state <> 'CANCELLED' \
-             DO NOTHING RETURNING old_card_id, id",
+             ON CONFLICT DO NOTHING RETURNING old_card_id, id",
         )
         .bind(serde_json::Value::Array(payload).to_string())
         .bind(ts(Utc::now()))
@@ -219,6 +216,24 @@ impl ChunkTx for SqliteChunk {
         .await
         .context("claiming applications")?;
         rows.iter().map(claimed_from_row).collect::<Result<_, _>>().context("reading claims")
+    }
+
+    async fn live_application_cards(&mut self, card_ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        sqlx::query_scalar(LIVE_APPLICATION_CARDS_SQLITE)
+            .bind(json!(card_ids).to_string())
+            .fetch_all(&mut *self.tx)
+            .await
+            .context("reading which lost claims lost to a live application")
+    }
+
+    async fn taken_apply_nos(&mut self, low: &CardApplyNo, high: &CardApplyNo) -> Result<Vec<CardApplyNo>, StoreError> {
+        let taken: Vec<String> = sqlx::query_scalar(TAKEN_APPLY_NOS_SQLITE)
+            .bind(low.as_str())
+            .bind(high.as_str())
+            .fetch_all(&mut *self.tx)
+            .await
+            .context("reading taken card application numbers")?;
+        parse_apply_nos(taken)
     }
 
     async fn unclaim(&mut self, application_ids: &[i64]) -> Result<(), StoreError> {

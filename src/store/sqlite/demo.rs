@@ -73,7 +73,7 @@ pub(super) async fn load(pool: &SqlitePool, data: &DemoData) -> Result<(), Store
              SELECT ?1, 'EXPIRY_REISSUE', ?2, m.id, ?3, coalesce(m.address, '-'), coalesce(m.address_detail, '-'), \
                     coalesce(m.zip_code, '00000'), ?4, ?5, ?6, ?7, ?8, ?8 FROM member m WHERE m.id = ?9 RETURNING id",
         )
-        .bind(&app.card_apply_no)
+        .bind(app.card_apply_no.as_str())
         .bind(app.card_id)
         .bind(app.product_id)
         .bind(app.fee)

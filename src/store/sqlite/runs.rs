@@ -121,7 +121,7 @@ pub(super) async fn finish(
 type Counts = BTreeMap<String, CodeCount>;
 
 async fn aggregate(conn: &mut sqlx::SqliteConnection, run_id: i64) -> Result<Counts, StoreError> {
-    let rows = sqlx::query("SELECT code, count(*), coalesce(sum(fee), 0) FROM result WHERE run_id = ?1 GROUP BY code")
+    let rows = sqlx::query("SELECT code, count(*), CAST(min(total(fee), 9223372036854775807.0) AS INTEGER) FROM result WHERE run_id = ?1 GROUP BY code")
         .bind(run_id)
         .fetch_all(&mut *conn)
         .await
