@@ -24,6 +24,9 @@ pub enum Exit {
     Usage = 2,
     FailedDependency = 3,
     Interrupted = 4,
+    /// A person must look before anything retries: a blast-radius limit was reached, or the
+    /// schema does not match the binary. A CronJob fails at once on it; no replica takes over.
+    StoppedForPerson = 5,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,8 @@ impl AppError {
         match self {
             Self::Usage(_) | Self::Config(_) | Self::Store(StoreError::MissingDatabase(_)) => Exit::Usage,
             Self::Run(e) if e.is_usage() => Exit::Usage,
+            Self::Store(e) | Self::Run(RunError::Store(e)) if e.is_schema_mismatch() => Exit::StoppedForPerson,
+            Self::Run(RunError::Limit(_)) => Exit::StoppedForPerson,
             _ => Exit::Failed,
         }
     }

@@ -2,7 +2,6 @@
 //! `config/$APP_ENV.toml` < `RENEWAL__SECTION__KEY` environment variables.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -244,10 +243,6 @@ impl Settings {
             .time_zone
             .parse::<Tz>()
             .map_err(|_| invalid("run.time_zone", &self.run.time_zone, "is not an IANA time zone"))
-    }
-
-    pub fn busy_timeout(&self) -> Duration {
-        Duration::from_millis(self.database.busy_timeout_ms)
     }
 
     /// The settings as JSON with secrets removed, for `config` output and run rows.

@@ -46,6 +46,8 @@ pub enum RunError {
     Limit(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("configuration: cannot build the fee service client: {0}")]
+    FeeClient(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -53,7 +55,7 @@ pub enum RunError {
 impl RunError {
     /// True when the error happened before any run row was written (a usage error).
     pub fn is_usage(&self) -> bool {
-        matches!(self, Self::MalformedCard(_) | Self::UnknownCard(_) | Self::Config(_))
+        matches!(self, Self::MalformedCard(_) | Self::UnknownCard(_) | Self::Config(_) | Self::FeeClient(_))
     }
 }
 
@@ -140,7 +142,7 @@ pub async fn execute<S: Store>(
     // Built before the run row exists: a client that cannot be built is a configuration error.
     let charger = match (settings.fees.mode, request.dry_run) {
         (FeeMode::Http, false) => {
-            Some(HttpCharger::new(&settings.fees.http).map_err(|e| RunError::Internal(e.to_string()))?)
+            Some(HttpCharger::new(&settings.fees.http).map_err(|e| RunError::FeeClient(e.to_string()))?)
         }
         _ => None,
     };
@@ -447,17 +449,15 @@ async fn chunk_loop<S: Store>(
             let mut budget = shared.budget.lock().await;
             let reissued = budget.reissued + written.reissued;
             let fee_total = budget.fee_total.saturating_add(written.fee_total);
-            if shared.max_reissues > 0 && reissued > shared.max_reissues {
-                return Err(RunError::Limit(format!(
-                    "chunk {chunk_no} would bring reissues to {reissued}, over run.max_reissues = {}",
-                    shared.max_reissues
-                )));
-            }
-            if shared.max_fee_total > 0 && fee_total > shared.max_fee_total {
-                return Err(RunError::Limit(format!(
-                    "chunk {chunk_no} would bring fees to {fee_total}, over run.max_fee_total = {}",
-                    shared.max_fee_total
-                )));
+            if shared.max_reissues > 0 || shared.max_fee_total > 0 {
+                // The limits hold per as-of over all of its runs: a real chunk adds to the
+                // database's totals in its own transaction (rolled back with it when over).
+                let (as_of_reissued, as_of_fees) = if shared.ctx.dry_run {
+                    (reissued as i64, fee_total)
+                } else {
+                    tx.add_to_budget(shared.ctx.as_of, written.reissued as i64, written.fee_total).await?
+                };
+                check_limits(shared, chunk_no, as_of_reissued, as_of_fees)?;
             }
             hooks::maybe_pause(Point::BeforeCommit, chunk_no, budget.cards, shutdown).await;
             if !shared.ctx.dry_run {
@@ -495,6 +495,24 @@ async fn chunk_loop<S: Store>(
             }
         }
     }
+}
+
+/// Fails (and so rolls the chunk back) when the as-of's totals with this chunk would exceed a
+/// blast-radius limit.
+fn check_limits(shared: &Shared, chunk_no: u64, reissued: i64, fee_total: i64) -> Result<(), RunError> {
+    if shared.max_reissues > 0 && reissued > i64::try_from(shared.max_reissues).unwrap_or(i64::MAX) {
+        return Err(RunError::Limit(format!(
+            "chunk {chunk_no} would bring the as-of's reissues to {reissued}, over run.max_reissues = {}",
+            shared.max_reissues
+        )));
+    }
+    if shared.max_fee_total > 0 && fee_total > shared.max_fee_total {
+        return Err(RunError::Limit(format!(
+            "chunk {chunk_no} would bring the as-of's fees to {fee_total}, over run.max_fee_total = {}",
+            shared.max_fee_total
+        )));
+    }
+    Ok(())
 }
 
 /// A summary from this process's own counts: a dry run's, or a real run's whose end could not

@@ -20,8 +20,6 @@ use crate::store::{ChunkTx, Claimed, PaymentState, Reservation, ResultRow, Settl
 #[derive(Debug, Default)]
 pub(super) struct Settled {
     pub cards: Vec<CardEvent>,
-    pub reissued: u64,
-    pub fee_total: i64,
     /// Charges whose outcome is still unknown.
     pub pending: u64,
 }
@@ -126,10 +124,6 @@ pub(super) async fn charge_and_finish<S: Store>(
             card_apply_no: success.then(|| r.card_apply_no.clone()),
             correlation_id: r.correlation_id.clone(),
         };
-        if success {
-            settled.reissued += 1;
-            settled.fee_total += fee;
-        }
         settled.cards.push(CardEvent {
             card_no: r.card_no.clone(),
             correlation_id: r.correlation_id.clone(),

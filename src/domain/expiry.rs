@@ -25,11 +25,6 @@ impl ExpiryMonth {
         i64::from(self.year) * 100 + i64::from(self.month)
     }
 
-    /// The source API's `YYMM` form.
-    pub fn yymm(self) -> String {
-        format!("{:02}{:02}", self.year.rem_euclid(100), self.month)
-    }
-
     pub fn last_day(self) -> NaiveDate {
         let (y, m) = if self.month == 12 { (self.year + 1, 1) } else { (self.year, self.month + 1) };
         NaiveDate::from_ymd_opt(y, m, 1).and_then(|first_of_next| first_of_next.pred_opt()).unwrap_or(NaiveDate::MAX)

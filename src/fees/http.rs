@@ -85,6 +85,7 @@ pub struct HttpCharger {
     in_flight: Semaphore,
     limiter: Option<DefaultDirectRateLimiter>,
     consecutive_failures: AtomicU32,
+    panicked_tasks: AtomicU32,
     tripped: AtomicBool,
     /// Why the run must stop (consecutive transient failures or a fatal answer), once known.
     stop_reason: Mutex<Option<String>>,
@@ -109,6 +110,7 @@ impl HttpCharger {
             in_flight: Semaphore::new(settings.max_in_flight as usize),
             limiter,
             consecutive_failures: AtomicU32::new(0),
+            panicked_tasks: AtomicU32::new(0),
             tripped: AtomicBool::new(false),
             stop_reason: Mutex::new(None),
             members: std::sync::Mutex::new(HashMap::new()),
@@ -147,9 +149,12 @@ impl HttpCharger {
             by_member.entry(r.member_id).or_default().push(r);
         }
         let mut tasks = JoinSet::new();
+        // What each task was given, so a task that panics leaves its fees pending, not lost.
+        let mut given = HashMap::new();
         for (_, member_requests) in by_member {
             let charger = Arc::clone(self);
-            tasks.spawn(async move {
+            let copy = member_requests.clone();
+            let handle = tasks.spawn(async move {
                 let member = member_requests.first().map_or(0, |r| r.member_id);
                 let turn = charger.member_turn(member);
                 let guard = turn.lock().await;
@@ -162,15 +167,35 @@ impl HttpCharger {
                 charger.end_turn(member, turn);
                 done
             });
+            given.insert(handle.id(), copy);
         }
         let mut all = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            // A member task cannot panic by design; if one did, its fees stay pending (unknown).
-            if let Ok(done) = joined {
-                all.extend(done);
+        while let Some(joined) = tasks.join_next_with_id().await {
+            match joined {
+                Ok((_, done)) => all.extend(done),
+                Err(join_error) => {
+                    // A member task cannot panic by design; if one did, nobody knows whether its
+                    // requests reached the service: they stay pending (the same idempotency key
+                    // settles them later), counted and logged.
+                    let requests = given.remove(&join_error.id()).unwrap_or_default();
+                    self.panicked_tasks.fetch_add(1, Ordering::SeqCst);
+                    tracing::error!(
+                        event = "fee_task_failed",
+                        error = %join_error,
+                        requests = requests.len(),
+                        "a fee task ended abnormally; its charges stay pending"
+                    );
+                    let reason = format!("the charge task ended abnormally: {join_error}");
+                    all.extend(requests.into_iter().map(|r| (r, ChargeOutcome::Unknown { reason: reason.clone() })));
+                }
             }
         }
         all
+    }
+
+    /// Fee tasks that ended abnormally in this process's life.
+    pub fn panicked_tasks(&self) -> u32 {
+        self.panicked_tasks.load(Ordering::SeqCst)
     }
 
     fn member_turn(&self, member: i64) -> Arc<Mutex<()>> {

@@ -90,6 +90,15 @@ pub trait ChunkTx: Send {
         results: &[ResultRow],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Adds a chunk's reissues and fees to its as-of's blast-radius totals (over every run of
+    /// that as-of) and returns the new totals; the caller rolls back when they exceed a limit.
+    fn add_to_budget(
+        &mut self,
+        as_of: chrono::NaiveDate,
+        reissued: i64,
+        fee_total: i64,
+    ) -> impl Future<Output = Result<(i64, i64), StoreError>> + Send;
+
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -146,35 +155,93 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn explain_candidate_query(&self, page: &PageQuery) -> impl Future<Output = Result<String, StoreError>> + Send;
 }
 
+/// A migration as `_sqlx_migrations` records it.
+#[derive(Debug, Clone)]
+pub(crate) struct AppliedMigration {
+    pub version: i64,
+    pub description: String,
+    pub success: bool,
+    pub checksum: Vec<u8>,
+}
+
+/// Same text on both engines (no parameters).
+pub(crate) const APPLIED_MIGRATIONS_SQL: &str =
+    "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version";
+
+/// A migration whose file name starts `NNNN_additive_` only adds (tables, columns with
+/// defaults, indexes): a binary that predates it still works on the schema (expand/contract),
+/// so old pods keep running while a rolling deploy finishes.
+pub const ADDITIVE_PREFIX: &str = "additive ";
+
 /// Compares the migrations this binary embeds with those applied (version, success, checksum).
+/// Refuses a schema older than the binary; accepts a newer one only when every migration it
+/// does not know is declared additive and comes after all it knows.
 pub(crate) fn compare_migrations(
     migrator: &sqlx::migrate::Migrator,
-    applied: &[(i64, bool, Vec<u8>)],
+    applied: &[AppliedMigration],
 ) -> Result<(), StoreError> {
     let known: Vec<(i64, &[u8])> = migrator
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
         .map(|m| (m.version, m.checksum.as_ref()))
         .collect();
-    for (version, success, checksum) in applied {
-        match known.iter().find(|(v, _)| v == version) {
-            None => {
-                return Err(StoreError::SchemaAhead { detail: format!("migration {version} is unknown to it") });
+    let newest_known = known.iter().map(|(v, _)| *v).max().unwrap_or(0);
+    for m in applied {
+        let version = m.version;
+        match known.iter().find(|(v, _)| *v == version) {
+            None if version > newest_known && m.success && m.description.starts_with(ADDITIVE_PREFIX) => {
+                tracing::warn!(
+                    event = "schema_newer_additive",
+                    version,
+                    "the schema has an additive migration this binary does not know; running on it"
+                );
             }
-            Some((_, sum)) if *sum != checksum.as_slice() => {
+            None => {
+                return Err(StoreError::SchemaAhead {
+                    detail: format!(
+                        "migration {version} ({}) is unknown to it and not declared additive",
+                        m.description
+                    ),
+                });
+            }
+            Some((_, sum)) if *sum != m.checksum.as_slice() => {
                 return Err(StoreError::SchemaAhead { detail: format!("migration {version} differs from its copy") });
             }
-            Some(_) if !success => {
+            Some(_) if !m.success => {
                 return Err(StoreError::SchemaBehind { detail: format!("migration {version} did not finish") });
             }
             Some(_) => {}
         }
     }
     let missing: Vec<String> =
-        known.iter().filter(|(v, _)| !applied.iter().any(|(a, _, _)| a == v)).map(|(v, _)| v.to_string()).collect();
+        known.iter().filter(|(v, _)| !applied.iter().any(|a| a.version == *v)).map(|(v, _)| v.to_string()).collect();
     if missing.is_empty() {
         Ok(())
     } else {
         Err(StoreError::SchemaBehind { detail: format!("migrations not applied: {}", missing.join(", ")) })
     }
+}
+
+impl StoreError {
+    /// A schema this binary must not run on: a person decides (migrate, or deploy another binary).
+    pub fn is_schema_mismatch(&self) -> bool {
+        matches!(self, Self::SchemaBehind { .. } | Self::SchemaAhead { .. })
+    }
+}
+
+pub(crate) fn applied_from_row<'r, R>(r: &'r R) -> Result<AppliedMigration, sqlx::Error>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(AppliedMigration {
+        version: r.try_get(0)?,
+        description: r.try_get(1)?,
+        success: r.try_get(2)?,
+        checksum: r.try_get(3)?,
+    })
 }

@@ -82,7 +82,7 @@ async fn unknown_or_malformed_card_and_bad_as_of_are_usage_errors_without_a_run_
 }
 
 #[tokio::test]
-async fn a_schema_older_or_newer_than_the_binary_fails_the_run() {
+async fn a_schema_older_or_newer_than_the_binary_stops_the_run_for_a_person() {
     let db = TestDb::new();
     // An SQLite file with no migrations applied.
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
@@ -90,15 +90,50 @@ async fn a_schema_older_or_newer_than_the_binary_fails_the_run() {
         .await
         .unwrap();
     sqlx::query("CREATE TABLE unrelated (x INTEGER)").execute(&pool).await.unwrap();
-    let line = fails(&db, &["run", "--as-of", AS_OF], 1);
+    let line = fails(&db, &["run", "--as-of", AS_OF], 5);
     assert!(line.contains("older than this binary"), "{line}");
     db.ok(&["migrate"]);
-    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990101000000, 'future', 1, x'00', 0)")
+    db.ok(&["run", "--as-of", AS_OF]);
+    // A newer migration declared additive (expand/contract): an old binary keeps working.
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990101000000, 'additive future column', 1, x'00', 0)")
         .execute(&pool)
         .await
         .unwrap();
-    let line = fails(&db, &["run", "--as-of", AS_OF], 1);
-    assert!(line.contains("newer than this binary"), "{line}");
+    db.ok(&["run", "--as-of", AS_OF]);
+    db.ok(&["report"]);
+    // One that is not declared additive stops the binary.
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990102000000, 'drop old columns', 1, x'00', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let line = fails(&db, &["run", "--as-of", AS_OF], 5);
+    assert!(line.contains("newer than this binary") && line.contains("not declared additive"), "{line}");
+    // A binary's own newest migration missing: older schema.
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version >= 99990101000000").execute(&pool).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let line = fails(&db, &["run", "--as-of", AS_OF], 5);
+    assert!(line.contains("older than this binary"), "{line}");
+}
+
+#[tokio::test]
+async fn a_bad_fee_service_setting_is_a_configuration_error_without_a_run_row() {
+    let db = TestDb::new();
+    db.seed(100);
+    let out = db
+        .command(&["run", "--as-of", AS_OF])
+        .env("RENEWAL__FEES__MODE", "http")
+        .env("RENEWAL__FEES__HTTP__URL", "http://127.0.0.1:9/charge")
+        // A header name with a space cannot be sent.
+        .env("RENEWAL__FEES__HTTP__API_KEY_HEADER", "X Bad Header")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", tail(&stderr));
+    assert!(stderr.lines().any(|l| l.starts_with("error: configuration")), "{}", tail(&stderr));
+    assert_eq!(scalar(&db, "SELECT count(*) FROM run").await, 0);
 }
 
 #[test]

@@ -91,13 +91,16 @@ impl TestDb {
         assert_eq!(runs.len(), 1, "a worker killed mid-run leaves its run row running");
         for run in runs {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            // The run-lock namespace of store/postgres/runs.rs ("RENW"); autocommit releases
-            // the probe's transaction lock at once.
-            while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_xact_lock(1380273751, CAST($1 AS integer))")
-                .bind(run)
-                .fetch_one(&pool)
-                .await
-                .expect("probing a run lock")
+            // The run-lock namespace the store uses; autocommit releases the probe's
+            // transaction lock at once.
+            while !sqlx::query_scalar::<_, bool>(
+                "SELECT pg_try_advisory_xact_lock(CAST($1 AS integer), CAST($2 AS integer))",
+            )
+            .bind(renewal_worker::store::postgres::RUN_LOCK_SPACE)
+            .bind(run)
+            .fetch_one(&pool)
+            .await
+            .expect("probing a run lock")
             {
                 assert!(std::time::Instant::now() < deadline, "run {run}'s lock outlived its killed process by 10 s");
                 tokio::time::sleep(Duration::from_millis(5)).await;

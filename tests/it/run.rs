@@ -359,7 +359,7 @@ async fn blast_radius_limit_stops_the_run_before_the_chunk_that_would_exceed_it(
     let db = TestDb::of(kind).with_env("RENEWAL__RUN__CHUNK_SIZE", "40").with_env("RENEWAL__RUN__MAX_REISSUES", "50");
     db.seed(2000);
     let out = db.run_cmd(&["run", "--as-of", AS_OF]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(5), "stopped for a person");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.lines().any(|l| l.starts_with("error: blast-radius limit")), "{}", tail(&stderr));
     let (status, reissued): (String, i64) =
@@ -373,6 +373,22 @@ async fn blast_radius_limit_stops_the_run_before_the_chunk_that_would_exceed_it(
     )
     .await;
     assert_eq!(marked, reissued);
+    // The limit holds per as-of: a retry (or a second replica) adds to the same totals, so it
+    // stops before its first chunk instead of renewing another 50.
+    let retry = db.run_cmd(&["run", "--as-of", AS_OF]);
+    assert_eq!(retry.status.code(), Some(5), "{}", tail(&String::from_utf8_lossy(&retry.stderr)));
+    let total = scalar(&db, "SELECT count(*) FROM result WHERE code = '000_000'").await;
+    assert_eq!(total, reissued, "the retry renewed nothing more");
+    // Another as-of has its own budget.
+    let next_day = db.run_cmd(&["run", "--as-of", "2026-11-21"]);
+    assert_eq!(next_day.status.code(), Some(5));
+    let next: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM result WHERE code = '000_000' AND CAST(as_of AS TEXT) = $1")
+            .bind("2026-11-21")
+            .fetch_one(&db.pool().await)
+            .await
+            .unwrap();
+    assert!(next > 0 && next <= 50, "{next}");
 }
 
 async fn a_paused_worker_touches_nothing(kind: Kind) {

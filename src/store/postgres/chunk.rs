@@ -356,6 +356,26 @@ impl ChunkTx for PgChunk {
         expect_rows("writing results", results.len(), done.rows_affected())
     }
 
+    async fn add_to_budget(
+        &mut self,
+        as_of: NaiveDate,
+        reissued: i64,
+        fee_total: i64,
+    ) -> Result<(i64, i64), StoreError> {
+        sqlx::query_as(
+            "INSERT INTO as_of_budget AS b (as_of, reissued, fee_total) VALUES ($1, $2, $3) \
+             ON CONFLICT (as_of) DO UPDATE SET reissued = b.reissued + excluded.reissued, \
+                 fee_total = b.fee_total + excluded.fee_total \
+             RETURNING reissued, fee_total",
+        )
+        .bind(as_of)
+        .bind(reissued)
+        .bind(fee_total)
+        .fetch_one(&mut *self.tx)
+        .await
+        .context("adding to the as-of's blast-radius totals")
+    }
+
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await.context("committing a chunk")
     }

@@ -12,10 +12,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Postgres};
 
 use super::rows::{PENDING_RESERVATIONS_SQL, reservation_from_row};
 pub use chunk::PgChunk;
+pub use runs::RUN_LOCK_SPACE;
 
 use super::{Context, DemoData, NewRun, PageQuery, Reservation, RunHandle, RunStatus, RunSummary, Store, StoreError};
 use crate::config::{DatabaseSettings, redact_url};
@@ -92,13 +93,13 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await
             .context("checking the schema version")?;
-        let applied: Vec<(i64, bool, Vec<u8>)> = if has_table {
-            sqlx::query("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+        let applied: Vec<super::AppliedMigration> = if has_table {
+            sqlx::query(super::APPLIED_MIGRATIONS_SQL)
                 .fetch_all(&self.pool)
                 .await
                 .context("checking the schema version")?
                 .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .map(super::applied_from_row)
                 .collect::<Result<_, sqlx::Error>>()
                 .context("checking the schema version")?
         } else {

@@ -11,8 +11,8 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 use crate::store::rows::expect_run_closed;
 use crate::store::{CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, totals};
 
-/// The advisory-lock namespace of run liveness ("RENW").
-const LOCK_SPACE: i32 = 0x5245_4e57;
+/// The advisory-lock namespace of run liveness ("RENW"): `pg_advisory_lock(RUN_LOCK_SPACE, run id)`.
+pub const RUN_LOCK_SPACE: i32 = 0x5245_4e57;
 
 fn owner() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
@@ -46,7 +46,7 @@ pub(super) async fn start(options: &PgConnectOptions, run: &NewRun) -> Result<Ru
     .await
     .context("inserting the run row")?;
     sqlx::query("SELECT pg_advisory_lock($1, $2)")
-        .bind(LOCK_SPACE)
+        .bind(RUN_LOCK_SPACE)
         .bind(lock_key(id)?)
         .execute(&mut *tx)
         .await
@@ -65,7 +65,7 @@ pub(super) async fn close_abandoned(pool: &PgPool) -> Result<Vec<i64>, StoreErro
         let mut tx = pool.begin().await.context("closing abandoned runs")?;
         // Transaction-scoped: released at commit, never left behind by the closer.
         let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
-            .bind(LOCK_SPACE)
+            .bind(RUN_LOCK_SPACE)
             .bind(lock_key(id)?)
             .fetch_one(&mut *tx)
             .await

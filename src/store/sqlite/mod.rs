@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 
 use super::rows::{PENDING_RESERVATIONS_SQL, reservation_from_row};
 pub use chunk::SqliteChunk;
@@ -115,13 +115,13 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await
                 .context("checking the schema version")?;
-        let applied: Vec<(i64, bool, Vec<u8>)> = if has_table.is_some() {
-            sqlx::query("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+        let applied: Vec<super::AppliedMigration> = if has_table.is_some() {
+            sqlx::query(super::APPLIED_MIGRATIONS_SQL)
                 .fetch_all(&self.pool)
                 .await
                 .context("checking the schema version")?
                 .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .map(super::applied_from_row)
                 .collect::<Result<_, sqlx::Error>>()
                 .context("checking the schema version")?
         } else {
