@@ -14,6 +14,7 @@ both_backends!(
     blank_texts_are_absent_whatever_their_characters,
     a_long_application_history_and_taken_numbers_do_not_stop_the_run,
     impossible_products_give_their_cards_003_009_and_are_logged_once,
+    a_card_whose_every_number_of_the_day_is_taken_gets_900_001_and_the_run_goes_on,
 );
 
 fn as_of() -> chrono::NaiveDate {
@@ -211,4 +212,46 @@ async fn impossible_products_give_their_cards_003_009_and_are_logged_once(kind: 
     let fee_total: i64 =
         sqlx::query_scalar("SELECT fee_total FROM run ORDER BY id LIMIT 1").fetch_one(&pool).await.unwrap();
     assert!((0..1_000_000_000).contains(&fee_total), "{fee_total}");
+}
+
+async fn a_card_whose_every_number_of_the_day_is_taken_gets_900_001_and_the_run_goes_on(kind: Kind) {
+    let db = TestDb::of(kind);
+    db.seed(300);
+    let cards = renewable_cards(&db, 2).await;
+    let (full, _, _) = cards[0];
+    let (other, other_member, _) = cards[1];
+    let product = product_of(&db, other).await;
+    // Another system took all 10,000 numbers of `full`'s day (on applications of another card).
+    let (low, _) = CardApplyNo::day_range(as_of(), full).unwrap();
+    let prefix = &low.as_str()[..18];
+    let series = match kind {
+        Kind::Sqlite => {
+            "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < 9999) SELECT n FROM s"
+        }
+        Kind::Postgres => "SELECT n FROM generate_series(0, 9999) AS n",
+    };
+    let seq = match kind {
+        Kind::Sqlite => "printf('%04d', n)",
+        Kind::Postgres => "lpad(n::text, 4, '0')",
+    };
+    let sql = format!(
+        "INSERT INTO card_application (card_apply_no, kind, old_card_id, member_id, product_id, delivery_address, \
+           delivery_address_detail, delivery_zip_code, fee, new_expiry_ym, payment_state, correlation_id, \
+           created_at, updated_at) \
+         SELECT '{prefix}' || {seq}, 'EXPIRY_REISSUE', {other}, {other_member}, {product}, 'a', 'b', '12345', 0, 203112, \
+           'CANCELLED', '261101020000-abcdef0', '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z' FROM ({series}) AS t"
+    );
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&db.pool().await).await.expect("fill the day");
+    assert_eq!(done.rows_affected(), 10_000);
+    let stderr = assert_run_completes_and_later_commands_work(&db).await;
+    assert_eq!(code_of_card(&db, full).await, ("900_001".to_owned(), "Card application number unavailable".to_owned()));
+    assert_eq!(code_of_card(&db, other).await.0, "000_000", "the card beside it is renewed");
+    assert!(stderr.contains("card_apply_no_unavailable"), "the exhausted card is logged");
+    let (applications, _) = applications_and_debits(&db, full).await;
+    assert_eq!(applications, 0, "no application was written for it");
+    let failed: i64 = sqlx::query_scalar("SELECT failed_count FROM run ORDER BY id LIMIT 1")
+        .fetch_one(&db.pool().await)
+        .await
+        .unwrap();
+    assert!(failed >= 1, "900_001 counts as failed");
 }
