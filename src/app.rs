@@ -4,9 +4,8 @@
 use std::path::Path;
 
 use chrono::{NaiveDate, Utc};
-use tokio::sync::watch;
 
-use crate::batch::{self, RunError, RunReport, RunRequest};
+use crate::batch::{RunError, RunReport, RunRequest};
 use crate::cli::Command;
 use crate::config::{ConfigError, Settings, redact_url};
 use crate::domain::as_of::{business_date, parse_as_of};
@@ -14,6 +13,8 @@ use crate::domain::expiry::window_months;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::{Create, SqliteStore};
 use crate::store::{PageQuery, RunStatus, Store, StoreError, Trigger};
+use crate::worker::App;
+pub use crate::worker::Shutdown;
 use crate::{demo, report};
 
 /// Process exit codes (README "Exit codes").
@@ -72,11 +73,7 @@ macro_rules! with_store {
 }
 
 /// Runs one command; stdout gets its output, the returned code becomes the exit status.
-pub async fn dispatch(
-    command: Command,
-    settings: &Settings,
-    shutdown: watch::Receiver<bool>,
-) -> Result<Exit, AppError> {
+pub async fn dispatch(command: Command, settings: &Settings, shutdown: Shutdown) -> Result<Exit, AppError> {
     match command {
         Command::Config => {
             println!("{}", serde_json::to_string_pretty(&settings.redacted()).unwrap_or_default());
@@ -89,7 +86,8 @@ pub async fn dispatch(
             let as_of = resolve_as_of(None, &settings)?;
             let store = SqliteStore::connect(&settings.database, Create::IfMissing).await?;
             seed_demo(&store, &settings, cards, seed, as_of).await?;
-            let request = RunRequest { as_of, trigger: Trigger::Manual, dry_run: false, card: None, limit: None };
+            let request =
+                RunRequest { as_of, trigger: Trigger::Manual, dry_run: false, card: None, delivery: None, limit: None };
             run(&store, &settings, request, shutdown).await
         }
         command => {
@@ -106,7 +104,7 @@ async fn on_store<S: Store>(
     store: &S,
     command: Command,
     settings: &Settings,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<Exit, AppError> {
     match command {
         Command::Migrate => {
@@ -125,7 +123,7 @@ async fn on_store<S: Store>(
         Command::Run { as_of, dry_run, card, limit, scheduled } => {
             let as_of = resolve_as_of(as_of.as_deref(), settings)?;
             let trigger = if scheduled { Trigger::Schedule } else { Trigger::Manual };
-            run(store, settings, RunRequest { as_of, trigger, dry_run, card, limit }, shutdown).await
+            run(store, settings, RunRequest { as_of, trigger, dry_run, card, delivery: None, limit }, shutdown).await
         }
         Command::Report { run_id } => match store.run_summary(run_id).await? {
             Some(summary) => {
@@ -163,7 +161,8 @@ fn pool_size(settings: &Settings) -> u32 {
     settings.database.max_connections.max(settings.run.concurrency + 1)
 }
 
-async fn open(settings: &Settings, create: Create) -> Result<Backend, AppError> {
+/// Opens the store `database.url` names (`create`: whether a missing SQLite file may be created).
+pub async fn open(settings: &Settings, create: Create) -> Result<Backend, AppError> {
     let url = &settings.database.url;
     if url.starts_with("sqlite:") {
         Ok(Backend::Sqlite(SqliteStore::connect(&settings.database, create).await?))
@@ -203,15 +202,19 @@ async fn run<S: Store>(
     store: &S,
     settings: &Settings,
     request: RunRequest,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<Exit, AppError> {
-    match batch::execute(store, settings, request, shutdown).await? {
+    let app = App::new(store.clone(), settings.clone())?;
+    match app.run_once(request, shutdown).await? {
         RunReport::Paused => {
             println!("run.paused is set: nothing was done");
             Ok(Exit::Completed)
         }
-        RunReport::Finished { summary, status } => {
+        RunReport::Finished { summary, status, card } => {
             print!("{}", report::render(&summary));
+            if let Some(card) = card {
+                print!("{}", report::render_card(&card));
+            }
             if let (RunStatus::FailedDependency | RunStatus::Interrupted, Some(reason)) = (status, &summary.reason) {
                 eprintln!("error: {reason}");
             }

@@ -95,6 +95,8 @@ pub struct HttpFeeSettings {
     /// Requests per second across the process; 0 = no limit.
     pub rate_limit_per_second: u32,
     pub max_consecutive_failures: u32,
+    /// How long the failure breaker stays open before the next charge may try the service again.
+    pub breaker_cool_down_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -228,6 +230,13 @@ impl Settings {
         }
         if !(1..=1024).contains(&h.max_in_flight) {
             return Err(invalid("fees.http.max_in_flight", h.max_in_flight, "must be between 1 and 1024"));
+        }
+        if !(1..=3_600_000).contains(&h.breaker_cool_down_ms) {
+            return Err(invalid(
+                "fees.http.breaker_cool_down_ms",
+                h.breaker_cool_down_ms,
+                "must be between 1 and 3600000 ms",
+            ));
         }
         if h.max_consecutive_failures == 0 {
             return Err(invalid("fees.http.max_consecutive_failures", 0, "must be at least 1"));

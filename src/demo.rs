@@ -6,6 +6,7 @@
 
 use chrono::NaiveDate;
 
+use crate::domain::address::DeliveryAddress;
 use crate::domain::card_number::luhn_check_digit;
 use crate::domain::expiry::{ExpiryMonth, window_months};
 use crate::domain::ids::{CardApplyNo, correlation_id};
@@ -178,10 +179,16 @@ pub fn generate(cards: u64, seed: u64, as_of: NaiveDate, window_days: u32) -> De
             // Demo card ids always fit a card application number.
             if let (true, Ok(card_apply_no)) = (case.reissued, CardApplyNo::derive(earlier, id, 0)) {
                 let validity = 60;
+                let text = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_owned());
                 data.reissued.push(NewApplication {
                     card_id: id,
                     member_id,
                     product_id: card.product_id,
+                    delivery: DeliveryAddress {
+                        address: text(&member.address, "-"),
+                        address_detail: text(&member.address_detail, "-"),
+                        zip_code: text(&member.zip_code, "00000"),
+                    },
                     card_apply_no,
                     attempt: 0,
                     fee: 0,

@@ -14,6 +14,7 @@ pub mod fees;
 pub mod report;
 pub mod store;
 pub mod telemetry;
+pub mod worker;
 
 /// The program version recorded on run rows and summary events.
 /// The package version, with the git commit when the build knew it (`build.rs`).

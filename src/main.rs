@@ -27,13 +27,14 @@ fn main() -> ExitCode {
     };
     let log_guard = telemetry::init(&settings.log);
     let code = runtime.block_on(async {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let shutdown = app::Shutdown::new();
+        let on_signal = shutdown.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::warn!(event = "shutdown_requested", "finishing the chunk in flight, then stopping");
-            let _ = stop_tx.send(true);
+            on_signal.cancel();
         });
-        match app::dispatch(cli.command, &settings, stop_rx).await {
+        match app::dispatch(cli.command, &settings, shutdown).await {
             Ok(exit) => exit,
             Err(e) => {
                 let exit = e.exit();

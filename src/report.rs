@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::batch::ReissueOutcome;
 use crate::domain::Outcome;
 use crate::domain::codes::InvalidField;
 use crate::store::RunSummary;
@@ -34,6 +35,21 @@ pub fn render(s: &RunSummary) -> String {
     out
 }
 
+/// The single-card path's outcome: one line, after the run's summary. It starts with `card`, so
+/// a script reading the per-code lines of the summary never mistakes it for one.
+pub fn render_card(o: &ReissueOutcome) -> String {
+    let apply_no = o.card_apply_no.as_ref().map_or("-", |n| n.as_str());
+    match (o.code, &o.message) {
+        (Some(code), Some(message)) => {
+            format!("card {}  code {code}  message {message}  cardApplyNo {apply_no}  fee {}\n", o.card, o.fee)
+        }
+        _ if o.fee_pending => {
+            format!("card {}  fee pending  cardApplyNo {apply_no}  fee {} (a later run settles it)\n", o.card, o.fee)
+        }
+        _ => format!("card {}  no outcome: the fee was not sent (the fee service is failing)\n", o.card),
+    }
+}
+
 fn message_of(code: &str) -> String {
     let all = [
         Outcome::Success,
@@ -46,6 +62,7 @@ fn message_of(code: &str) -> String {
         Outcome::ParNotFound,
         Outcome::ProductNotValid,
         Outcome::FeePayFail,
+        Outcome::ApplyNoUnavailable,
     ];
     match all.iter().find(|o| o.code() == code) {
         Some(Outcome::InvalidInput(_)) => "Invalid input parameter. (field varies)".to_owned(),

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::events::CardEvent;
 use super::hooks::{self, Point};
 use crate::config::FeeMode;
 use crate::domain::Outcome;
+use crate::domain::address::{AddressInput, DeliveryAddress};
 use crate::domain::eligibility::{Eligible, ProductFacts, Rules, evaluate};
 use crate::domain::expiry::ExpiryMonth;
 use crate::domain::fee_plan::FeeDecision;
@@ -40,6 +41,8 @@ pub enum ChunkError {
     Store(#[from] StoreError),
     #[error(transparent)]
     ApplyNo(#[from] CardApplyNoError),
+    #[error("internal error: {0}")]
+    Invariant(String),
 }
 
 /// A chunk written but not yet committed.
@@ -72,7 +75,7 @@ pub(super) async fn write<T: ChunkTx>(
     ctx: &ChunkContext,
     candidates: Vec<Candidate>,
     balances: &mut HashMap<i64, i64>,
-    (chunk_no, shutdown): (u64, &watch::Receiver<bool>),
+    (chunk_no, shutdown): (u64, &CancellationToken),
 ) -> Result<ChunkWritten, ChunkError> {
     let now_local = Utc::now().with_timezone(&ctx.tz).naive_local();
     let mut evaluated = Vec::with_capacity(candidates.len());
@@ -101,10 +104,19 @@ pub(super) async fn write<T: ChunkTx>(
                 if let Some(m) = &facts.member {
                     balances.entry(m.member_id).or_insert(candidate.balance);
                 }
+                let member = facts.member.as_ref();
+                // Eligible means the address passed the same check, so this is its parsed form.
+                let delivery = DeliveryAddress::parse(&AddressInput {
+                    address: member.and_then(|m| m.address.as_deref()),
+                    address_detail: member.and_then(|m| m.address_detail.as_deref()),
+                    zip_code: member.and_then(|m| m.zip_code.as_deref()),
+                })
+                .map_err(|field| ChunkError::Invariant(format!("an eligible card's {} is invalid", field.as_str())))?;
                 applications.push(NewApplication {
                     card_id: facts.card_id,
                     member_id: eligible.member_id,
                     product_id: facts.product.product_id,
+                    delivery,
                     card_apply_no: CardApplyNo::derive(ctx.as_of, facts.card_id, candidate.prior_applications)?,
                     attempt: candidate.prior_applications,
                     fee: eligible.fee,

@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub const PAUSE_ENV: &str = "RENEWAL_TEST_PAUSE_AT";
 /// A file path: the run waits before its first chunk until the file exists, so a test can
@@ -50,18 +50,17 @@ fn configured() -> Option<(Point, u64)> {
 /// process is killed or asked to shut down (then the run goes on to its clean stop).
 /// The marker line carries how many cards this process has committed so far, so a test can
 /// check the database against it after the kill.
-pub async fn maybe_pause(point: Point, chunk: u64, committed_cards: u64, shutdown: &watch::Receiver<bool>) {
+pub async fn maybe_pause(point: Point, chunk: u64, committed_cards: u64, shutdown: &CancellationToken) {
     if configured() == Some((point, chunk)) {
         eprintln!("{PAUSED_MARKER} {point:?}:{chunk} committed_cards={committed_cards}");
         let release = std::env::var_os(RELEASE_ENV).map(std::path::PathBuf::from);
-        let mut shutdown = shutdown.clone();
-        while !*shutdown.borrow_and_update() {
+        while !shutdown.is_cancelled() {
             if release.as_ref().is_some_and(|p| p.exists()) {
                 return;
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                changed = shutdown.changed() => if changed.is_err() { return },
+                _ = shutdown.cancelled() => return,
             }
         }
     }

@@ -4,8 +4,10 @@
 mod chunk;
 mod events;
 mod hooks;
+mod reissue;
 mod run;
 mod settle;
 
 pub use hooks::{CHUNK_DELAY_ENV, PAUSE_ENV, PAUSED_MARKER, RELEASE_ENV, START_GATE_ENV};
+pub use reissue::ReissueOutcome;
 pub use run::{RunError, RunReport, RunRequest, execute};

@@ -7,14 +7,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::chunk::{self, ChunkContext, ChunkError};
 use super::events::{self, RunFields};
 use super::hooks::{self, Point};
+use super::reissue::{self, ReissueOutcome};
 use super::settle;
 use crate::config::{FeeMode, Settings};
+use crate::domain::address::DeliveryAddress;
 use crate::domain::card_number::mask;
 use crate::domain::expiry::window_months;
 use crate::fees::http::HttpCharger;
@@ -29,6 +32,8 @@ pub struct RunRequest {
     pub dry_run: bool,
     /// The single-card path: evaluate and record exactly this card.
     pub card: Option<String>,
+    /// With `card`: the delivery address to use instead of the member's registered one.
+    pub delivery: Option<DeliveryAddress>,
     pub limit: Option<u64>,
 }
 
@@ -48,6 +53,8 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error("configuration: cannot build the fee service client: {0}")]
     FeeClient(String),
+    #[error("run.paused is set: nothing was done")]
+    Paused,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -66,6 +73,8 @@ pub enum RunReport {
     Finished {
         summary: Box<RunSummary>,
         status: RunStatus,
+        /// The single-card path: what happened to the card.
+        card: Option<Box<ReissueOutcome>>,
     },
 }
 
@@ -98,7 +107,6 @@ struct Shared {
     ctx: ChunkContext,
     fields: RunFields,
     window_months: Vec<i64>,
-    only_card: Option<i64>,
     chunk_size: u32,
     max_reissues: u64,
     max_fee_total: i64,
@@ -124,11 +132,14 @@ enum Stopped {
     Dependency,
 }
 
+/// One run. `charger` is the process's fee service client (HTTP fee mode), shared by every run
+/// and request of the process so its in-flight bound, rate limit and breaker hold across them.
 pub async fn execute<S: Store>(
     store: &S,
     settings: &Settings,
+    charger: Option<&Arc<HttpCharger>>,
     request: RunRequest,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<RunReport, RunError> {
     if settings.run.paused {
         tracing::warn!(event = "run_paused", "run.paused is set: no card was touched");
@@ -139,10 +150,10 @@ pub async fn execute<S: Store>(
         None => None,
     };
     let tz = settings.time_zone()?;
-    // Built before the run row exists: a client that cannot be built is a configuration error.
-    let charger = match (settings.fees.mode, request.dry_run) {
-        (FeeMode::Http, false) => {
-            Some(HttpCharger::new(&settings.fees.http).map_err(|e| RunError::FeeClient(e.to_string()))?)
+    let charger = match (settings.fees.mode, request.dry_run, charger) {
+        (FeeMode::Http, false, Some(charger)) => Some(Arc::clone(charger)),
+        (FeeMode::Http, false, None) => {
+            return Err(RunError::FeeClient("fees.mode = \"http\" but no fee client was built".to_owned()));
         }
         _ => None,
     };
@@ -181,7 +192,6 @@ pub async fn execute<S: Store>(
         },
         fields: fields.clone(),
         window_months: window_months(request.as_of, settings.run.window_days).iter().map(|m| m.yyyymm()).collect(),
-        only_card,
         chunk_size: settings.run.chunk_size,
         max_reissues: settings.run.max_reissues,
         max_fee_total: settings.run.max_fee_total,
@@ -200,12 +210,19 @@ pub async fn execute<S: Store>(
         charger,
         pending: AtomicU64::new(0),
     });
-    let tasks = if request.dry_run || only_card.is_some() { 1 } else { settings.run.concurrency };
+    let tasks = if request.dry_run { 1 } else { settings.run.concurrency };
     // Tests hold replicas here, started and connected, to release them together.
     hooks::wait_at_start_gate().await;
-    let outcome = match settle_leftovers(store, &shared, &shutdown).await {
-        Ok(()) => drive(store, &shared, tasks, shutdown).await,
-        Err(e) => Err(e),
+    let mut card_outcome = None;
+    let outcome = match (settle_leftovers(store, &shared, &shutdown).await, only_card) {
+        (Err(e), _) => Err(e),
+        (Ok(()), None) => drive(store, &shared, tasks, shutdown).await,
+        (Ok(()), Some(card_id)) => {
+            single(store, &shared, (card_id, request.delivery.as_ref()), &shutdown).await.map(|(stopped, outcome)| {
+                card_outcome = outcome.map(Box::new);
+                stopped
+            })
+        }
     };
     let (status, reason) = match &outcome {
         Ok(Stopped::Drained) => (RunStatus::Completed, None),
@@ -245,17 +262,13 @@ pub async fn execute<S: Store>(
     events::run_summary(&fields, &summary, started.elapsed().as_millis() as i64);
     match outcome {
         Err(e) => Err(e),
-        Ok(_) => Ok(RunReport::Finished { summary: Box::new(summary), status }),
+        Ok(_) => Ok(RunReport::Finished { summary: Box::new(summary), status, card: card_outcome }),
     }
 }
 
 /// HTTP fee mode: settle the reservations earlier runs left pending (their outcome unknown, or
 /// their process killed between charge and commit) before claiming anything new.
-async fn settle_leftovers<S: Store>(
-    store: &S,
-    shared: &Shared,
-    shutdown: &watch::Receiver<bool>,
-) -> Result<(), RunError> {
+async fn settle_leftovers<S: Store>(store: &S, shared: &Shared, shutdown: &CancellationToken) -> Result<(), RunError> {
     let (Some(charger), Some(run_id)) = (&shared.charger, shared.ctx.run_id) else { return Ok(()) };
     let leftovers = store.pending_reservations().await?;
     if leftovers.is_empty() {
@@ -308,11 +321,30 @@ fn new_run(settings: &Settings, request: &RunRequest, scope: Scope) -> NewRun {
     }
 }
 
+/// The single-card path: the reissue operation on the one card, counted like a chunk.
+async fn single<S: Store>(
+    store: &S,
+    shared: &Shared,
+    card: (i64, Option<&DeliveryAddress>),
+    shutdown: &CancellationToken,
+) -> Result<(Stopped, Option<ReissueOutcome>), RunError> {
+    if shutdown.is_cancelled() {
+        return Ok((Stopped::Interrupted, None));
+    }
+    let charger = shared.charger.as_ref();
+    let done = reissue::reissue_one(store, &shared.ctx, &shared.fields, charger, card, shutdown).await?;
+    shared.chunks.fetch_add(1, Ordering::SeqCst);
+    shared.pending.fetch_add(done.pending, Ordering::SeqCst);
+    tally(shared, &done.results);
+    let stopped = if charger.is_some_and(|c| c.tripped()) { Stopped::Dependency } else { Stopped::Drained };
+    Ok((stopped, Some(done.outcome)))
+}
+
 async fn drive<S: Store>(
     store: &S,
     shared: &Arc<Shared>,
     tasks: u32,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<Stopped, RunError> {
     let mut set = JoinSet::new();
     for _ in 0..tasks {
@@ -349,16 +381,12 @@ async fn drive<S: Store>(
     }
 }
 
-async fn chunk_loop<S: Store>(
-    store: &S,
-    shared: &Shared,
-    shutdown: &watch::Receiver<bool>,
-) -> Result<Stopped, RunError> {
+async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &CancellationToken) -> Result<Stopped, RunError> {
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return Ok(Stopped::Drained);
         }
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return Ok(Stopped::Interrupted);
         }
         if shared.charger.as_ref().is_some_and(|c| c.tripped()) {
@@ -382,7 +410,7 @@ async fn chunk_loop<S: Store>(
         let mut tx = store.begin_chunk(shared.ctx.dry_run).await?;
         // Waiting for the transaction (another writer's lock) can take a while: a shutdown
         // requested meanwhile must not start a new chunk.
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return Ok(Stopped::Interrupted);
         }
         let page = PageQuery {
@@ -390,7 +418,7 @@ async fn chunk_loop<S: Store>(
             window_months: shared.window_months.clone(),
             after: cursor.after,
             limit,
-            only_card: shared.only_card,
+            only_card: None,
         };
         let page = tx.read_candidates(&page).await?;
         if page.scanned == 0 {
@@ -415,7 +443,7 @@ async fn chunk_loop<S: Store>(
             tokio::time::sleep(RETRY_PASS_PAUSE).await;
             continue;
         }
-        if shared.only_card.is_none() && page.next_after <= cursor.after {
+        if page.next_after <= cursor.after {
             return Err(RunError::Internal(format!(
                 "the candidate keyset did not advance past {} (a card without a member?)",
                 cursor.after
@@ -423,9 +451,6 @@ async fn chunk_loop<S: Store>(
         }
         cursor.after = page.next_after;
         cursor.pass_skipped |= page.skipped_locked;
-        if shared.only_card.is_some() {
-            cursor.exhausted = true;
-        }
         let mut candidates = page.candidates;
         if let Some(left) = cursor.remaining.as_mut() {
             // A page may hold whole members beyond the limit; cards past it stay for a later run.
@@ -466,7 +491,7 @@ async fn chunk_loop<S: Store>(
             *budget = Budget { reissued, fee_total, cards: budget.cards + written.cards.len() as u64 };
             budget.cards
         };
-        if chunk_no == 1 && !shared.ctx.dry_run && shared.only_card.is_none() {
+        if chunk_no == 1 && !shared.ctx.dry_run {
             // An optimisation only: two replicas analysing at once can fail one of them
             // ("tuple concurrently updated"), which must not fail a run.
             if let Err(e) = store.refresh_statistics().await {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::events::CardEvent;
 use super::hooks::{self, Point};
@@ -28,7 +28,7 @@ pub(super) struct Settled {
 pub(super) struct HookAt<'a> {
     pub chunk: u64,
     pub committed_cards: u64,
-    pub shutdown: &'a watch::Receiver<bool>,
+    pub shutdown: &'a CancellationToken,
 }
 
 /// Where the reservations come from, which decides what happens to one that was not charged.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -88,7 +88,9 @@ pub struct HttpCharger {
     panicked_tasks: AtomicU32,
     tripped: AtomicBool,
     /// Why the run must stop (consecutive transient failures or a fatal answer), once known.
-    stop_reason: Mutex<Option<String>>,
+    stop_reason: std::sync::Mutex<Option<String>>,
+    /// When the breaker opened (for its cool-down).
+    opened_at: std::sync::Mutex<Option<Instant>>,
     /// Members with charges under way: a member's fees are sent one at a time even when two
     /// chunks of the run hold cards of the same member (SQLite pages by card).
     members: std::sync::Mutex<HashMap<i64, Arc<Mutex<()>>>>,
@@ -112,23 +114,42 @@ impl HttpCharger {
             consecutive_failures: AtomicU32::new(0),
             panicked_tasks: AtomicU32::new(0),
             tripped: AtomicBool::new(false),
-            stop_reason: Mutex::new(None),
+            stop_reason: std::sync::Mutex::new(None),
+            opened_at: std::sync::Mutex::new(None),
             members: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
-    /// True once the run must stop claiming cards.
+    /// True while the breaker is open: the run in progress must stop claiming cards, and (in a
+    /// long-lived process) nothing is sent. It closes again `breaker_cool_down_ms` after it
+    /// opened: the next charge then tries the service, and enough failures open it again.
     pub fn tripped(&self) -> bool {
-        self.tripped.load(Ordering::SeqCst)
+        if !self.tripped.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut opened = self.opened_at.lock().unwrap_or_else(|p| p.into_inner());
+        let cool_down = Duration::from_millis(self.settings.breaker_cool_down_ms);
+        match *opened {
+            Some(at) if at.elapsed() >= cool_down => {
+                *opened = None;
+                self.consecutive_failures.store(0, Ordering::SeqCst);
+                self.stop_reason.lock().unwrap_or_else(|p| p.into_inner()).take();
+                self.tripped.store(false, Ordering::SeqCst);
+                tracing::info!(event = "fee_breaker_closed", "fee service breaker closed after its cool-down");
+                false
+            }
+            _ => true,
+        }
     }
 
     pub async fn stop_reason(&self) -> Option<String> {
-        self.stop_reason.lock().await.clone()
+        self.stop_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     async fn trip(&self, reason: String) {
+        self.opened_at.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Instant::now);
+        self.stop_reason.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(reason);
         self.tripped.store(true, Ordering::SeqCst);
-        self.stop_reason.lock().await.get_or_insert(reason);
     }
 
     fn backoff(&self) -> ExponentialBuilder {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
+use crate::domain::address::DeliveryAddress;
 use crate::domain::codes::{Category, category_of_code};
 use crate::domain::eligibility::CardFacts;
 use crate::domain::ids::CardApplyNo;
@@ -65,6 +66,8 @@ pub struct NewApplication {
     pub card_id: i64,
     pub member_id: i64,
     pub product_id: i64,
+    /// Snapshotted in the application: the member's registered address, or the API's `addressInfo`.
+    pub delivery: DeliveryAddress,
     pub card_apply_no: CardApplyNo,
     /// The sequence the number was derived from (retries move on from it).
     pub attempt: i64,

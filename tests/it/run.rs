@@ -266,8 +266,26 @@ async fn single_card_path_reissues_once_then_reports_already_reissued(kind: Kind
     let (card_id, number) = eligible_fee_card(&db, &expected).await;
     let first = db.ok(&["run", "--as-of", AS_OF, "--card", &number]);
     assert!(one_result(&first, "000_000"), "{first}");
+    // The card's own outcome line: masked card, code, message, cardApplyNo and fee.
+    let (stored, fee): (String, i64) =
+        sqlx::query_as("SELECT card_apply_no, fee FROM card_application WHERE old_card_id = $1")
+            .bind(card_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let line = format!(
+        "card {}******{}  code 000_000  message Success  cardApplyNo {stored}  fee {fee}",
+        &number[..6],
+        &number[12..]
+    );
+    assert!(first.lines().any(|l| l == line), "{line:?} in:\n{first}");
+    assert!(!first.contains(number.as_str()), "the full number is never printed");
     let second = db.ok(&["run", "--as-of", AS_OF, "--card", &number]);
     assert!(one_result(&second, "003_004"), "{second}");
+    assert!(
+        second.contains("code 003_004  message Card issue status is not allowed to reissue  cardApplyNo -  fee 0"),
+        "{second}"
+    );
     assert_eq!(applications_and_debits(&db, card_id).await, (1, 1));
     // The batch afterwards leaves that card alone (it has results for the as-of) and still
     // matches the oracle for every other card.

@@ -185,10 +185,11 @@ impl ChunkTx for PgChunk {
             "INSERT INTO card_application (card_apply_no, kind, old_card_id, member_id, product_id, \
                  delivery_address, delivery_address_detail, delivery_zip_code, fee, new_expiry_ym, \
                  payment_state, correlation_id, run_id, created_at, updated_at) \
-             SELECT u.no, 'EXPIRY_REISSUE', u.card_id, m.id, u.product_id, m.address, m.address_detail, m.zip_code, \
+             SELECT u.no, 'EXPIRY_REISSUE', u.card_id, m.id, u.product_id, u.address, u.detail, u.zip, \
                     u.fee, u.new_expiry, u.state, u.corr, u.run_id, now(), now() \
              FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::int[], $7::text[], \
-                         $8::text[], $9::bigint[]) AS u(no, card_id, member_id, product_id, fee, new_expiry, state, corr, run_id) \
+                         $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[]) \
+                  AS u(no, card_id, member_id, product_id, fee, new_expiry, state, corr, run_id, address, detail, zip) \
              JOIN member m ON m.id = u.member_id \
              ON CONFLICT DO NOTHING RETURNING old_card_id, id",
         )
@@ -201,6 +202,9 @@ impl ChunkTx for PgChunk {
         .bind(apps.iter().map(|a| a.payment_state.as_str()).collect::<Vec<_>>())
         .bind(apps.iter().map(|a| a.correlation_id.as_str()).collect::<Vec<_>>())
         .bind(apps.iter().map(|a| a.run_id).collect::<Vec<_>>())
+        .bind(apps.iter().map(|a| a.delivery.address.as_str()).collect::<Vec<_>>())
+        .bind(apps.iter().map(|a| a.delivery.address_detail.as_str()).collect::<Vec<_>>())
+        .bind(apps.iter().map(|a| a.delivery.zip_code.as_str()).collect::<Vec<_>>())
         .fetch_all(&mut *self.tx)
         .await
         .context("claiming applications")?;

@@ -194,7 +194,10 @@ impl ChunkTx for SqliteChunk {
                     a.new_expiry_yyyymm,
                     a.payment_state.as_str(),
                     a.correlation_id,
-                    a.run_id
+                    a.run_id,
+                    a.delivery.address,
+                    a.delivery.address_detail,
+                    a.delivery.zip_code
                 ])
             })
             .collect();
@@ -205,7 +208,7 @@ impl ChunkTx for SqliteChunk {
                  delivery_address, delivery_address_detail, delivery_zip_code, fee, new_expiry_ym, \
                  payment_state, correlation_id, run_id, created_at, updated_at) \
              SELECT j.value ->> '$[0]', 'EXPIRY_REISSUE', j.value ->> '$[1]', m.id, j.value ->> '$[3]', \
-                 m.address, m.address_detail, m.zip_code, j.value ->> '$[4]', j.value ->> '$[5]', \
+                 j.value ->> '$[9]', j.value ->> '$[10]', j.value ->> '$[11]', j.value ->> '$[4]', j.value ->> '$[5]', \
                  j.value ->> '$[6]', j.value ->> '$[7]', j.value ->> '$[8]', ?2, ?2 \
              FROM jsonb_each(?1) j JOIN member m ON m.id = j.value ->> '$[2]' WHERE true \
              ON CONFLICT DO NOTHING RETURNING old_card_id, id",
