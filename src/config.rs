@@ -33,6 +33,10 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     pub busy_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// A pooled connection idle longer than this is closed when next acquired (and replaced).
+    pub idle_timeout_ms: u64,
+    /// A pooled connection older than this is closed when next acquired (and replaced).
+    pub max_lifetime_ms: u64,
     pub statement_timeout_ms: u64,
     pub lock_timeout_ms: u64,
     pub idle_in_transaction_timeout_ms: u64,
@@ -191,6 +195,14 @@ impl Settings {
         if r.result_retention_days <= r.window_days {
             // Results are how a rerun knows a card was done for its as-of: keep them longer than the window.
             return Err(invalid("run.result_retention_days", r.result_retention_days, "must exceed run.window_days"));
+        }
+        for (key, value) in [
+            ("database.idle_timeout_ms", self.database.idle_timeout_ms),
+            ("database.max_lifetime_ms", self.database.max_lifetime_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, value, "must be at least 1"));
+            }
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", 0, "must be at least 1"));

@@ -35,6 +35,27 @@ pub enum StoreError {
     Invariant { context: &'static str, detail: String },
 }
 
+/// Recycles pooled connections for long-lived processes (idle longer than
+/// `database.idle_timeout_ms`, or older than `database.max_lifetime_ms`) without sqlx 0.9.0's
+/// background reaper: that reaper sweeps `0..num_idle()`, and a race in the pool's release can
+/// wrap the counter to usize::MAX, so it spins without yielding and hangs the process at 100% CPU
+/// (seen in this suite; sqlx #3645, fixed upstream after 0.9.0, the newest release). With neither
+/// sqlx setting set and no minimum size no maintenance task exists; a stale connection is instead
+/// closed when it is next acquired (`before_acquire`), and a fresh one opened. An idle process
+/// does nothing at all.
+pub(crate) fn recycled<DB: sqlx::Database>(
+    options: sqlx::pool::PoolOptions<DB>,
+    settings: &crate::config::DatabaseSettings,
+) -> sqlx::pool::PoolOptions<DB> {
+    let idle = std::time::Duration::from_millis(settings.idle_timeout_ms);
+    let lifetime = std::time::Duration::from_millis(settings.max_lifetime_ms);
+    options
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .min_connections(0)
+        .before_acquire(move |_, meta| Box::pin(async move { Ok(meta.idle_for < idle && meta.age < lifetime) }))
+}
+
 /// Attaches what the store was doing to a driver error.
 pub(crate) trait Context<T> {
     fn context(self, context: &'static str) -> Result<T, StoreError>;

@@ -18,6 +18,9 @@ use super::rows::{PENDING_RESERVATIONS_SQL, reservation_from_row};
 pub use chunk::PgChunk;
 pub use runs::RUN_LOCK_SPACE;
 
+/// `application_name` of every worker session.
+pub const APPLICATION_NAME: &str = "renewal-worker";
+
 use super::{Context, DemoData, NewRun, PageQuery, Reservation, RunHandle, RunStatus, RunSummary, Store, StoreError};
 use crate::config::{DatabaseSettings, redact_url};
 use crate::store::sqlite::Create;
@@ -45,16 +48,17 @@ impl PgStore {
             Postgres::create_database(url).await.map_err(connect_err)?;
         }
         let ms = |v: u64| v.to_string();
-        let options = PgConnectOptions::from_str(url).map_err(connect_err)?.options([
-            ("statement_timeout", ms(settings.statement_timeout_ms)),
-            ("lock_timeout", ms(settings.lock_timeout_ms)),
-            ("idle_in_transaction_session_timeout", ms(settings.idle_in_transaction_timeout_ms)),
-        ]);
-        let pool = PgPoolOptions::new()
+        let options = PgConnectOptions::from_str(url)
+            .map_err(connect_err)?
+            .options([
+                ("statement_timeout", ms(settings.statement_timeout_ms)),
+                ("lock_timeout", ms(settings.lock_timeout_ms)),
+                ("idle_in_transaction_session_timeout", ms(settings.idle_in_transaction_timeout_ms)),
+            ])
+            // Operators (and the recycling test) find the worker's sessions in pg_stat_activity by it.
+            .application_name(APPLICATION_NAME);
+        let pool = super::recycled(PgPoolOptions::new(), settings)
             .max_connections(pool_size.max(1))
-            // No idle reaper: see `store::sqlite::SqliteStore::connect` (sqlx #3645).
-            .idle_timeout(None)
-            .max_lifetime(None)
             .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms.max(1000)))
             .connect_with(options.clone())
             .await

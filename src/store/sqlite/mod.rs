@@ -58,14 +58,8 @@ impl SqliteStore {
         // connections taking turns read every page from the file again (a fifth of the 1M run)
         // and each one holds its own cache (RSS grew with the card count). Waiting for the
         // connection is waiting for the write lock, so it gets the busy timeout.
-        let pool = SqlitePoolOptions::new()
+        let pool = super::recycled(SqlitePoolOptions::new(), settings)
             .max_connections(1)
-            // No idle reaper. sqlx 0.9.0's reaper sweeps `0..num_idle()`, and a race in the
-            // pool's release can wrap that counter to usize::MAX: the reaper then spins without
-            // yielding and the run hangs at 100% CPU (seen once in this suite; sqlx issue 3645,
-            // fixed upstream after 0.9.0). A run is minutes long; nothing needs reaping.
-            .idle_timeout(None)
-            .max_lifetime(None)
             .acquire_timeout(busy.max(std::time::Duration::from_millis(settings.connect_timeout_ms.max(1000))))
             .connect_with(options)
             .await
