@@ -12,7 +12,7 @@ use crate::domain::as_of::{business_date, parse_as_of};
 use crate::domain::expiry::window_months;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::{Create, SqliteStore};
-use crate::store::{PageQuery, RunStatus, Store, StoreError, Trigger};
+use crate::store::{DemoLoad, PageQuery, RunStatus, Store, StoreError, Trigger};
 use crate::worker::App;
 pub use crate::worker::Shutdown;
 use crate::{demo, report};
@@ -100,7 +100,7 @@ pub async fn dispatch(command: Command, settings: &Settings, shutdown: Shutdown)
     }
 }
 
-async fn on_store<S: Store>(
+async fn on_store<S: Store + DemoLoad>(
     store: &S,
     command: Command,
     settings: &Settings,
@@ -175,11 +175,11 @@ fn resolve_as_of(raw: Option<&str>, settings: &Settings) -> Result<NaiveDate, Ap
     match raw {
         Some(raw) => parse_as_of(raw)
             .ok_or_else(|| AppError::Usage(format!("--as-of {raw:?} is not a date of the form YYYY-MM-DD"))),
-        None => Ok(business_date(Utc::now(), settings.time_zone()?)),
+        None => Ok(business_date(Utc::now(), settings.time_zone())),
     }
 }
 
-async fn seed_demo<S: Store>(
+async fn seed_demo<S: Store + DemoLoad>(
     store: &S,
     settings: &Settings,
     cards: u64,

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono_tz::Tz;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 const EMBEDDED_DEFAULTS: &str = include_str!("../config/default.toml");
@@ -47,7 +48,8 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RunSettings {
-    pub time_zone: String,
+    /// Parsed once, at load: a name that is not an IANA zone is a configuration error.
+    pub time_zone: TimeZone,
     pub window_days: u32,
     pub chunk_size: u32,
     pub concurrency: u32,
@@ -87,7 +89,9 @@ pub struct FeeSettings {
 pub struct HttpFeeSettings {
     pub url: String,
     /// Sent in `api_key_header` when set. A secret: give it through RENEWAL__FEES__HTTP__API_KEY.
-    pub api_key: String,
+    /// Never printed: it serialises as `***` (or empty when unset).
+    #[serde(serialize_with = "serialize_secret")]
+    pub api_key: SecretString,
     pub api_key_header: String,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
@@ -168,7 +172,6 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.time_zone()?;
         let url = &self.database.url;
         if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
             return Err(invalid("database.url", redact_url(url), "must start with sqlite: or postgres:"));
@@ -259,22 +262,40 @@ impl Settings {
         Ok(())
     }
 
-    pub fn time_zone(&self) -> Result<Tz, ConfigError> {
-        self.run
-            .time_zone
-            .parse::<Tz>()
-            .map_err(|_| invalid("run.time_zone", &self.run.time_zone, "is not an IANA time zone"))
+    /// The business date's time zone (`run.time_zone`).
+    pub fn time_zone(&self) -> Tz {
+        self.run.time_zone.0
     }
 
     /// The settings as JSON with secrets removed, for `config` output and run rows.
     pub fn redacted(&self) -> serde_json::Value {
         let mut copy = self.clone();
         copy.database.url = redact_url(&copy.database.url);
-        if !copy.fees.http.api_key.is_empty() {
-            copy.fees.http.api_key = "***".to_owned();
-        }
         serde_json::to_value(copy).unwrap_or(serde_json::Value::Null)
     }
+}
+
+/// An IANA time zone, parsed when the settings load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeZone(pub Tz);
+
+impl<'de> Deserialize<'de> for TimeZone {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse::<Tz>()
+            .map(TimeZone)
+            .map_err(|_| serde::de::Error::custom(format!("run.time_zone = {name:?} is not an IANA time zone")))
+    }
+}
+
+impl Serialize for TimeZone {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.name())
+    }
+}
+
+fn serialize_secret<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if secret.expose_secret().is_empty() { "" } else { "***" })
 }
 
 fn invalid(key: &'static str, value: impl ToString, problem: &'static str) -> ConfigError {

@@ -1,7 +1,9 @@
 //! The run: select -> evaluate -> claim -> charge -> write, one transaction per chunk, a bounded
 //! number of chunks at once. The batch and the single-card path (`run --card`) share it.
 
+mod budget;
 mod chunk;
+mod cursor;
 mod events;
 mod hooks;
 mod reissue;

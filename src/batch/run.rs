@@ -11,7 +11,9 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{Budget, Limits};
 use super::chunk::{self, ChunkContext, ChunkError};
+use super::cursor::{Cursor, RETRY_PASS_PAUSE, Step};
 use super::events::{self, RunFields};
 use super::hooks::{self, Point};
 use super::reissue::{self, ReissueOutcome};
@@ -78,38 +80,12 @@ pub enum RunReport {
     },
 }
 
-/// Chunk-level totals shared by a run's tasks; checked against the blast-radius limits and
-/// updated under one lock together with each commit.
-#[derive(Debug, Default)]
-struct Budget {
-    reissued: u64,
-    fee_total: i64,
-    /// Cards with a committed result (what the test hooks report).
-    cards: u64,
-}
-
-#[derive(Debug)]
-struct Cursor {
-    after: i64,
-    remaining: Option<u64>,
-    exhausted: bool,
-    /// This pass met cards locked by another transaction: another pass must look again.
-    pass_skipped: bool,
-    passes: u32,
-}
-
-/// How many extra passes a run makes for members other transactions held, before it leaves
-/// them to the next run (logged); with a pause between passes that is several seconds.
-const MAX_RETRY_PASSES: u32 = 200;
-const RETRY_PASS_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
-
 struct Shared {
     ctx: ChunkContext,
     fields: RunFields,
     window_months: Vec<i64>,
     chunk_size: u32,
-    max_reissues: u64,
-    max_fee_total: i64,
+    limits: Limits,
     cursor: Mutex<Cursor>,
     budget: Mutex<Budget>,
     chunks: AtomicU64,
@@ -149,7 +125,7 @@ pub async fn execute<S: Store>(
         Some(card_no) => Some(resolve_card(store, card_no).await?),
         None => None,
     };
-    let tz = settings.time_zone()?;
+    let tz = settings.time_zone();
     let charger = match (settings.fees.mode, request.dry_run, charger) {
         (FeeMode::Http, false, Some(charger)) => Some(Arc::clone(charger)),
         (FeeMode::Http, false, None) => {
@@ -193,15 +169,8 @@ pub async fn execute<S: Store>(
         fields: fields.clone(),
         window_months: window_months(request.as_of, settings.run.window_days).iter().map(|m| m.yyyymm()).collect(),
         chunk_size: settings.run.chunk_size,
-        max_reissues: settings.run.max_reissues,
-        max_fee_total: settings.run.max_fee_total,
-        cursor: Mutex::new(Cursor {
-            after: 0,
-            remaining: request.limit,
-            exhausted: false,
-            pass_skipped: false,
-            passes: 0,
-        }),
+        limits: Limits { max_reissues: settings.run.max_reissues, max_fee_total: settings.run.max_fee_total },
+        cursor: Mutex::new(Cursor::new(request.limit)),
         budget: Mutex::new(Budget::default()),
         chunks: AtomicU64::new(0),
         stop: AtomicBool::new(false),
@@ -396,17 +365,7 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
         // The cursor is taken before the transaction: a task must never wait for the cursor
         // while holding SQLite's write lock, or the two locks could be taken in opposite orders.
         let mut cursor = shared.cursor.lock().await;
-        if cursor.exhausted {
-            return Ok(Stopped::Drained);
-        }
-        let limit = match cursor.remaining {
-            Some(0) => {
-                cursor.exhausted = true;
-                return Ok(Stopped::Drained);
-            }
-            Some(left) => u32::try_from(left).unwrap_or(u32::MAX).min(shared.chunk_size),
-            None => shared.chunk_size,
-        };
+        let Some(limit) = cursor.page_limit(shared.chunk_size) else { return Ok(Stopped::Drained) };
         let mut tx = store.begin_chunk(shared.ctx.dry_run).await?;
         // Waiting for the transaction (another writer's lock) can take a while: a shutdown
         // requested meanwhile must not start a new chunk.
@@ -416,49 +375,34 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
         let page = PageQuery {
             as_of: shared.ctx.as_of,
             window_months: shared.window_months.clone(),
-            after: cursor.after,
+            after: cursor.after(),
             limit,
             only_card: None,
         };
         let page = tx.read_candidates(&page).await?;
-        if page.scanned == 0 {
-            if !cursor.pass_skipped {
-                cursor.exhausted = true;
-                return Ok(Stopped::Drained);
-            }
-            // Cards other transactions held were skipped: look at the window again.
-            if cursor.passes >= MAX_RETRY_PASSES {
-                tracing::warn!(
-                    event = "cards_left_locked",
-                    "cards stayed locked by other transactions; the next run takes them"
-                );
-                cursor.exhausted = true;
-                return Ok(Stopped::Drained);
-            }
-            cursor.passes += 1;
-            cursor.after = 0;
-            cursor.pass_skipped = false;
-            drop(tx);
-            drop(cursor);
-            tokio::time::sleep(RETRY_PASS_PAUSE).await;
-            continue;
-        }
-        if page.next_after <= cursor.after {
-            return Err(RunError::Internal(format!(
-                "the candidate keyset did not advance past {} (a card without a member?)",
-                cursor.after
-            )));
-        }
-        cursor.after = page.next_after;
-        cursor.pass_skipped |= page.skipped_locked;
+        let step = cursor
+            .record(page.scanned, page.next_after, page.skipped_locked, page.candidates.len())
+            .map_err(|stuck| RunError::Internal(stuck.to_string()))?;
         let mut candidates = page.candidates;
-        if let Some(left) = cursor.remaining.as_mut() {
-            // A page may hold whole members beyond the limit; cards past it stay for a later run.
-            candidates.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
-            *left -= candidates.len() as u64;
-        }
-        if candidates.is_empty() {
-            continue;
+        match step {
+            Step::Done { left_locked } => {
+                if left_locked {
+                    tracing::warn!(
+                        event = "cards_left_locked",
+                        "cards stayed locked by other transactions; the next run takes them"
+                    );
+                }
+                return Ok(Stopped::Drained);
+            }
+            Step::Pass => {
+                // Cards other transactions held were skipped: look at the window again.
+                drop(tx);
+                drop(cursor);
+                tokio::time::sleep(RETRY_PASS_PAUSE).await;
+                continue;
+            }
+            Step::Take { keep: 0 } => continue,
+            Step::Take { keep } => candidates.truncate(keep),
         }
         drop(cursor);
         let chunk_no = shared.chunks.fetch_add(1, Ordering::SeqCst) + 1;
@@ -474,7 +418,7 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
             let mut budget = shared.budget.lock().await;
             let reissued = budget.reissued + written.reissued;
             let fee_total = budget.fee_total.saturating_add(written.fee_total);
-            if shared.max_reissues > 0 || shared.max_fee_total > 0 {
+            if shared.limits.any() {
                 // The limits hold per as-of over all of its runs: a real chunk adds to the
                 // database's totals in its own transaction (rolled back with it when over).
                 let (as_of_reissued, as_of_fees) = if shared.ctx.dry_run {
@@ -482,7 +426,9 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
                 } else {
                     tx.add_to_budget(shared.ctx.as_of, written.reissued as i64, written.fee_total).await?
                 };
-                check_limits(shared, chunk_no, as_of_reissued, as_of_fees)?;
+                if let Some(reason) = shared.limits.exceeded(chunk_no, as_of_reissued, as_of_fees) {
+                    return Err(RunError::Limit(reason));
+                }
             }
             hooks::maybe_pause(Point::BeforeCommit, chunk_no, budget.cards, shutdown).await;
             if !shared.ctx.dry_run {
@@ -522,24 +468,6 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
     }
 }
 
-/// Fails (and so rolls the chunk back) when the as-of's totals with this chunk would exceed a
-/// blast-radius limit.
-fn check_limits(shared: &Shared, chunk_no: u64, reissued: i64, fee_total: i64) -> Result<(), RunError> {
-    if shared.max_reissues > 0 && reissued > i64::try_from(shared.max_reissues).unwrap_or(i64::MAX) {
-        return Err(RunError::Limit(format!(
-            "chunk {chunk_no} would bring the as-of's reissues to {reissued}, over run.max_reissues = {}",
-            shared.max_reissues
-        )));
-    }
-    if shared.max_fee_total > 0 && fee_total > shared.max_fee_total {
-        return Err(RunError::Limit(format!(
-            "chunk {chunk_no} would bring the as-of's fees to {fee_total}, over run.max_fee_total = {}",
-            shared.max_fee_total
-        )));
-    }
-    Ok(())
-}
-
 /// A summary from this process's own counts: a dry run's, or a real run's whose end could not
 /// be recorded.
 fn memory_summary(
@@ -557,9 +485,9 @@ fn memory_summary(
     RunSummary {
         run_id: shared.ctx.run_id.unwrap_or(0),
         as_of: request.as_of,
-        trigger: request.trigger.as_str().to_owned(),
-        scope: if request.dry_run { "dry_run".to_owned() } else { scope.as_str().to_owned() },
-        status: status.as_str().to_owned(),
+        trigger: request.trigger,
+        scope: if request.dry_run { Scope::DryRun } else { scope },
+        status,
         reason,
         started_at: now - chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
         finished_at: Some(now),

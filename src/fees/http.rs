@@ -20,6 +20,8 @@ use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
+use secrecy::ExposeSecret;
+
 use crate::config::HttpFeeSettings;
 
 /// One fee to charge.
@@ -288,8 +290,9 @@ impl HttpCharger {
             .header("X-KM-Correlation-Id", &request.correlation_id)
             .header("Idempotency-Key", request.idempotency_key())
             .json(&body);
-        if !self.settings.api_key.is_empty() {
-            call = call.header(self.settings.api_key_header.as_str(), &self.settings.api_key);
+        let api_key = self.settings.api_key.expose_secret();
+        if !api_key.is_empty() {
+            call = call.header(self.settings.api_key_header.as_str(), api_key);
         }
         match call.send().await {
             Err(e) => Err(Attempt::Transient { reason: transport_reason(&e), retry_after: None }),

@@ -1,13 +1,15 @@
 //! The database boundary. Only this module writes SQL.
 //!
-//! [`Store`] is what the rest of the program may ask of a database; [`ChunkTx`] is one chunk's
-//! transaction: read candidates, claim applications, debit, mark, record results, commit.
+//! [`Store`] is what a run may ask of a database, with [`RunLog`] (run rows) and [`Admin`]
+//! (schema, retention, plans) as its supertraits; [`ChunkTx`] is one chunk's transaction: read
+//! candidates, claim applications, debit, mark, record results, commit. [`DemoLoad`] (bulk demo
+//! data) stays outside the production trait.
 //! Each backend (SQLite today) implements both with runtime queries of its own dialect.
 
 pub mod postgres;
 mod rows;
 pub mod sqlite;
-mod types;
+pub(crate) mod types;
 
 use std::future::Future;
 
@@ -123,18 +125,28 @@ pub trait ChunkTx: Send {
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// What the program asks of a database outside a chunk.
-pub trait Store: Clone + Send + Sync + 'static {
+/// What the batch and the reissue operation ask of a database: chunk transactions, and the
+/// reads around them. Run rows and administration come with it (supertraits).
+pub trait Store: RunLog + Admin + Clone + Send + Sync + 'static {
     type Chunk: ChunkTx;
 
     /// Opens a write transaction for one chunk (read-only when `dry_run`).
     fn begin_chunk(&self, dry_run: bool) -> impl Future<Output = Result<Self::Chunk, StoreError>> + Send;
 
-    fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Pending reservations no live run owns (their run ended or crashed), member then card order.
+    fn pending_reservations(&self) -> impl Future<Output = Result<Vec<Reservation>, StoreError>> + Send;
 
-    /// Fails unless the applied migrations are exactly the ones this binary carries.
-    fn check_schema(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn find_card_id(&self, card_no: &str) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
 
+    /// Called once a run has committed its first chunk: where the planner's statistics still
+    /// describe nearly empty `result`/`card_application` tables (a fresh database), refresh
+    /// them, so the rest of the run probes their indexes instead of rescanning them per card.
+    fn refresh_statistics(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The life of run rows: open (with the run's liveness lock), close, read, and close the rows
+/// dead processes left `running`.
+pub trait RunLog {
     /// Closes `running` rows whose owner is gone as `failed`; returns their ids.
     fn close_abandoned_runs(&self) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
 
@@ -151,12 +163,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         pending: i64,
     ) -> impl Future<Output = Result<RunSummary, StoreError>> + Send;
 
-    /// Pending reservations no live run owns (their run ended or crashed), member then card order.
-    fn pending_reservations(&self) -> impl Future<Output = Result<Vec<Reservation>, StoreError>> + Send;
-
+    /// A run's summary (the latest run when `run_id` is `None`).
     fn run_summary(&self, run_id: Option<i64>) -> impl Future<Output = Result<Option<RunSummary>, StoreError>> + Send;
+}
 
-    fn find_card_id(&self, card_no: &str) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+/// Administration and maintenance: the schema, retention, query plans.
+pub trait Admin {
+    fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Fails unless the schema is the one this binary carries, or newer by additive migrations.
+    fn check_schema(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes result rows created before `cutoff`; returns how many.
     fn prune_results(
@@ -164,16 +180,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         cutoff: chrono::DateTime<chrono::Utc>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Bulk-loads generated demo data into an empty database.
-    fn load_demo(&self, data: &DemoData) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Called once a run has committed its first chunk: where the planner's statistics still
-    /// describe nearly empty `result`/`card_application` tables (a fresh database), refresh
-    /// them, so the rest of the run probes their indexes instead of rescanning them per card.
-    fn refresh_statistics(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
-
     /// The query plan of the candidate page query, as the database prints it.
     fn explain_candidate_query(&self, page: &PageQuery) -> impl Future<Output = Result<String, StoreError>> + Send;
+}
+
+/// Bulk-loads generated demo data into an empty database (`seed-demo`, `demo`, the benchmark):
+/// not part of what a production run may do.
+pub trait DemoLoad {
+    fn load_demo(&self, data: &DemoData) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A migration as `_sqlx_migrations` records it.

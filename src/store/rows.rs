@@ -3,7 +3,7 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::{Candidate, Claimed, Reservation, StoreError};
+use super::{Candidate, Claimed, Context, Reservation, StoreError};
 use crate::domain::eligibility::{CardFacts, MemberFacts, ProductFacts};
 use crate::domain::ids::CardApplyNo;
 use crate::domain::text::is_present;
@@ -162,11 +162,38 @@ pub(crate) const LIVE_APPLICATION_CARDS_SQLITE: &str = "SELECT old_card_id FROM 
 pub(crate) const LIVE_APPLICATION_CARDS_PG: &str = "SELECT old_card_id FROM card_application \
      WHERE old_card_id = ANY($1) AND kind = 'EXPIRY_REISSUE' AND payment_state <> 'CANCELLED'";
 
-/// The card application numbers taken in an inclusive range (a seek of the UNIQUE index).
-pub(crate) const TAKEN_APPLY_NOS_SQLITE: &str =
-    "SELECT card_apply_no FROM card_application WHERE card_apply_no BETWEEN ?1 AND ?2";
-pub(crate) const TAKEN_APPLY_NOS_PG: &str =
+/// The card application numbers taken in an inclusive range (a seek of the UNIQUE index). `$N`
+/// placeholders serve both engines: SQLite numbers `$1`, `$2` in order of first appearance.
+pub(crate) const TAKEN_APPLY_NOS_SQL: &str =
     "SELECT card_apply_no FROM card_application WHERE card_apply_no BETWEEN $1 AND $2";
+
+/// The card application numbers taken in `low..=high`, on either engine's connection.
+pub(crate) async fn taken_apply_nos<'c, DB, E>(
+    conn: E,
+    low: &CardApplyNo,
+    high: &CardApplyNo,
+) -> Result<Vec<CardApplyNo>, StoreError>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    let taken: Vec<String> = sqlx::query_scalar(TAKEN_APPLY_NOS_SQL)
+        .bind(low.as_str())
+        .bind(high.as_str())
+        .fetch_all(conn)
+        .await
+        .context("reading taken card application numbers")?;
+    parse_apply_nos(taken)
+}
+
+/// A card's id by its number: the same text on both engines.
+pub(crate) const FIND_CARD_ID_SQL: &str = "SELECT id FROM card WHERE card_no = $1";
+
+/// Result rows older than a cutoff (each engine binds its own timestamp type).
+pub(crate) const PRUNE_RESULTS_SQL: &str = "DELETE FROM result WHERE created_at < $1";
 
 /// Stored numbers back into their type; one that is not 22 digits was written by someone else
 /// and cannot collide with ours, so it is left out.

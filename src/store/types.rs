@@ -131,6 +131,8 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    pub const ALL: [Self; 3] = [Self::Schedule, Self::Manual, Self::Api];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Schedule => "schedule",
@@ -143,19 +145,24 @@ impl Trigger {
 /// Whether a run covers the whole as-of, or only a card or a limited number of cards.
 /// Only a `full` run can be an as-of's completed run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Scope {
     Full,
     Card,
     Limit,
+    /// A dry run's summary (dry runs write no run row).
+    DryRun,
 }
 
 impl Scope {
+    pub const ALL: [Self; 4] = [Self::Full, Self::Card, Self::Limit, Self::DryRun];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Full => "full",
             Self::Card => "card",
             Self::Limit => "limit",
+            Self::DryRun => "dry_run",
         }
     }
 }
@@ -171,6 +178,9 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    pub const ALL: [Self; 5] =
+        [Self::Running, Self::Completed, Self::Failed, Self::Interrupted, Self::FailedDependency];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
@@ -180,6 +190,37 @@ impl RunStatus {
             Self::FailedDependency => "failed_dependency",
         }
     }
+}
+
+/// The run-row enums as text (`as_str`) and back (`parse`), and shown as their text.
+macro_rules! stored_as_text {
+    ($($ty:ident),*) => {$(
+        impl $ty {
+            /// The value a run row stores; anything else is a row this program did not write.
+            pub fn parse(raw: &str) -> Option<Self> {
+                Self::ALL.into_iter().find(|v| v.as_str() == raw)
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+stored_as_text!(Trigger, Scope, RunStatus);
+
+/// Reads a run-row enum, naming the column and value when the row holds something else.
+pub(crate) fn parse_stored<T>(
+    column: &'static str,
+    raw: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, super::StoreError> {
+    parse(raw).ok_or_else(|| super::StoreError::Invariant {
+        context: "reading a run",
+        detail: format!("run.{column} holds {raw:?}"),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -217,9 +258,9 @@ pub struct CodeCount {
 pub struct RunSummary {
     pub run_id: i64,
     pub as_of: NaiveDate,
-    pub trigger: String,
-    pub scope: String,
-    pub status: String,
+    pub trigger: Trigger,
+    pub scope: Scope,
+    pub status: RunStatus,
     pub reason: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,

@@ -10,3 +10,4 @@ mod fees_http;
 mod postgres;
 mod race;
 mod run;
+mod store;

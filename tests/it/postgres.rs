@@ -74,7 +74,7 @@ async fn sigkill_of_one_of_several_workers_then_rerun_equals_an_uninterrupted_ru
                 // slower, so the victim reaches chunk N before they drain the window.
                 cmd.env(PAUSE_ENV, &point).env("RENEWAL__RUN__CONCURRENCY", "1").env(CHUNK_DELAY_ENV, "3");
             } else {
-                cmd.env(CHUNK_DELAY_ENV, "15");
+                cmd.env(CHUNK_DELAY_ENV, "40");
             }
         });
         let marker = workers[victim].wait_for_line(PAUSED_MARKER, Duration::from_secs(60));

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
 
 use crate::domain::ids::CardApplyNo;
 use crate::store::rows::{
-    LIVE_APPLICATION_CARDS_PG, TAKEN_APPLY_NOS_PG, candidate_from_row, claimed_from_row, expect_rows, parse_apply_nos,
+    LIVE_APPLICATION_CARDS_PG, candidate_from_row, claimed_from_row, expect_rows, taken_apply_nos,
 };
 use crate::store::{
     Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultRow, Settlement,
@@ -220,13 +220,7 @@ impl ChunkTx for PgChunk {
     }
 
     async fn taken_apply_nos(&mut self, low: &CardApplyNo, high: &CardApplyNo) -> Result<Vec<CardApplyNo>, StoreError> {
-        let taken: Vec<String> = sqlx::query_scalar(TAKEN_APPLY_NOS_PG)
-            .bind(low.as_str())
-            .bind(high.as_str())
-            .fetch_all(&mut *self.tx)
-            .await
-            .context("reading taken card application numbers")?;
-        parse_apply_nos(taken)
+        taken_apply_nos(&mut *self.tx, low, high).await
     }
 
     async fn unclaim(&mut self, application_ids: &[i64]) -> Result<(), StoreError> {

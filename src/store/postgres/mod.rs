@@ -14,14 +14,17 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-use super::rows::{PENDING_RESERVATIONS_SQL, reservation_from_row};
+use super::rows::{FIND_CARD_ID_SQL, PENDING_RESERVATIONS_SQL, PRUNE_RESULTS_SQL, reservation_from_row};
 pub use chunk::PgChunk;
 pub use runs::RUN_LOCK_SPACE;
 
 /// `application_name` of every worker session.
 pub const APPLICATION_NAME: &str = "renewal-worker";
 
-use super::{Context, DemoData, NewRun, PageQuery, Reservation, RunHandle, RunStatus, RunSummary, Store, StoreError};
+use super::{
+    Admin, Context, DemoData, DemoLoad, NewRun, PageQuery, Reservation, RunHandle, RunLog, RunStatus, RunSummary,
+    Store, StoreError,
+};
 use crate::config::{DatabaseSettings, redact_url};
 use crate::store::sqlite::Create;
 
@@ -86,6 +89,65 @@ impl Store for PgStore {
         Ok(PgChunk::new(tx, dry_run))
     }
 
+    async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        let rows = sqlx::query(PENDING_RESERVATIONS_SQL)
+            .fetch_all(&self.pool)
+            .await
+            .context("listing pending reservations")?;
+        rows.iter().map(reservation_from_row).collect::<Result<_, _>>().context("listing pending reservations")
+    }
+
+    async fn find_card_id(&self, card_no: &str) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(FIND_CARD_ID_SQL)
+            .bind(card_no)
+            .fetch_optional(&self.pool)
+            .await
+            .context("looking up a card number")
+    }
+
+    async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        let stale: bool = sqlx::query_scalar(
+            "SELECT coalesce(min(reltuples), 0) < 100000 FROM pg_class \
+             WHERE oid IN ('result'::regclass, 'card_application'::regclass)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("reading planner statistics")?;
+        if stale {
+            sqlx::query("ANALYZE result, card_application")
+                .execute(&self.pool)
+                .await
+                .context("refreshing planner statistics")?;
+        }
+        Ok(())
+    }
+}
+
+impl RunLog for PgStore {
+    async fn close_abandoned_runs(&self) -> Result<Vec<i64>, StoreError> {
+        runs::close_abandoned(&self.pool).await
+    }
+
+    async fn start_run(&self, run: &NewRun) -> Result<RunHandle, StoreError> {
+        runs::start(&self.options, run).await
+    }
+
+    async fn finish_run(
+        &self,
+        run: RunHandle,
+        status: RunStatus,
+        reason: Option<&str>,
+        pending: i64,
+    ) -> Result<RunSummary, StoreError> {
+        runs::finish(&self.pool, run, status, reason, pending).await
+    }
+
+    async fn run_summary(&self, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
+        runs::summary(&self.pool, run_id).await
+    }
+}
+
+impl Admin for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         // The migrator takes an advisory lock: replicas may start together.
         MIGRATOR.run(&self.pool).await?;
@@ -112,75 +174,19 @@ impl Store for PgStore {
         super::compare_migrations(&MIGRATOR, &applied)
     }
 
-    async fn close_abandoned_runs(&self) -> Result<Vec<i64>, StoreError> {
-        runs::close_abandoned(&self.pool).await
-    }
-
-    async fn start_run(&self, run: &NewRun) -> Result<RunHandle, StoreError> {
-        runs::start(&self.options, run).await
-    }
-
-    async fn finish_run(
-        &self,
-        run: RunHandle,
-        status: RunStatus,
-        reason: Option<&str>,
-        pending: i64,
-    ) -> Result<RunSummary, StoreError> {
-        runs::finish(&self.pool, run, status, reason, pending).await
-    }
-
-    async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
-        let rows = sqlx::query(PENDING_RESERVATIONS_SQL)
-            .fetch_all(&self.pool)
-            .await
-            .context("listing pending reservations")?;
-        rows.iter().map(reservation_from_row).collect::<Result<_, _>>().context("listing pending reservations")
-    }
-
-    async fn run_summary(&self, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
-        runs::summary(&self.pool, run_id).await
-    }
-
-    async fn find_card_id(&self, card_no: &str) -> Result<Option<i64>, StoreError> {
-        sqlx::query_scalar("SELECT id FROM card WHERE card_no = $1")
-            .bind(card_no)
-            .fetch_optional(&self.pool)
-            .await
-            .context("looking up a card number")
-    }
-
     async fn prune_results(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM result WHERE created_at < $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await
-            .context("pruning old results")?;
+        let done =
+            sqlx::query(PRUNE_RESULTS_SQL).bind(cutoff).execute(&self.pool).await.context("pruning old results")?;
         Ok(done.rows_affected())
-    }
-
-    async fn load_demo(&self, data: &DemoData) -> Result<(), StoreError> {
-        demo::load(&self.pool, data).await
-    }
-
-    async fn refresh_statistics(&self) -> Result<(), StoreError> {
-        let stale: bool = sqlx::query_scalar(
-            "SELECT coalesce(min(reltuples), 0) < 100000 FROM pg_class \
-             WHERE oid IN ('result'::regclass, 'card_application'::regclass)",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .context("reading planner statistics")?;
-        if stale {
-            sqlx::query("ANALYZE result, card_application")
-                .execute(&self.pool)
-                .await
-                .context("refreshing planner statistics")?;
-        }
-        Ok(())
     }
 
     async fn explain_candidate_query(&self, page: &PageQuery) -> Result<String, StoreError> {
         chunk::explain(&self.pool, page).await
+    }
+}
+
+impl DemoLoad for PgStore {
+    async fn load_demo(&self, data: &DemoData) -> Result<(), StoreError> {
+        demo::load(&self.pool, data).await
     }
 }

@@ -9,7 +9,10 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::store::rows::expect_run_closed;
-use crate::store::{CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, totals};
+use crate::store::types::parse_stored;
+use crate::store::{
+    CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, Scope, StoreError, Trigger, totals,
+};
 
 /// The advisory-lock namespace of run liveness ("RENW"): `pg_advisory_lock(RUN_LOCK_SPACE, run id)`.
 pub const RUN_LOCK_SPACE: i32 = 0x5245_4e57;
@@ -175,9 +178,17 @@ pub(super) async fn summary(pool: &PgPool, run_id: Option<i64>) -> Result<Option
     Ok(Some(RunSummary {
         run_id: id,
         as_of: row.try_get::<NaiveDate, _>("as_of").context("reading a run")?,
-        trigger: row.try_get("trigger").context("reading a run")?,
-        scope: row.try_get("scope").context("reading a run")?,
-        status: row.try_get("status").context("reading a run")?,
+        trigger: parse_stored(
+            "trigger",
+            &row.try_get::<String, _>("trigger").context("reading a run")?,
+            Trigger::parse,
+        )?,
+        scope: parse_stored("scope", &row.try_get::<String, _>("scope").context("reading a run")?, Scope::parse)?,
+        status: parse_stored(
+            "status",
+            &row.try_get::<String, _>("status").context("reading a run")?,
+            RunStatus::parse,
+        )?,
         reason: row.try_get("reason").context("reading a run")?,
         started_at: row.try_get::<DateTime<Utc>, _>("started_at").context("reading a run")?,
         finished_at: row.try_get("finished_at").context("reading a run")?,

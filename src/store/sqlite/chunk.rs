@@ -7,9 +7,7 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
 use super::ts;
 use crate::domain::ids::CardApplyNo;
-use crate::store::rows::{
-    LIVE_APPLICATION_CARDS_SQLITE, RawCandidate, TAKEN_APPLY_NOS_SQLITE, claimed_from_row, expect_rows, parse_apply_nos,
-};
+use crate::store::rows::{LIVE_APPLICATION_CARDS_SQLITE, RawCandidate, claimed_from_row, expect_rows, taken_apply_nos};
 use crate::store::{
     Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultRow, Settlement,
     StoreError,
@@ -230,13 +228,7 @@ impl ChunkTx for SqliteChunk {
     }
 
     async fn taken_apply_nos(&mut self, low: &CardApplyNo, high: &CardApplyNo) -> Result<Vec<CardApplyNo>, StoreError> {
-        let taken: Vec<String> = sqlx::query_scalar(TAKEN_APPLY_NOS_SQLITE)
-            .bind(low.as_str())
-            .bind(high.as_str())
-            .fetch_all(&mut *self.tx)
-            .await
-            .context("reading taken card application numbers")?;
-        parse_apply_nos(taken)
+        taken_apply_nos(&mut *self.tx, low, high).await
     }
 
     async fn unclaim(&mut self, application_ids: &[i64]) -> Result<(), StoreError> {

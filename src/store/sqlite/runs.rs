@@ -11,7 +11,10 @@ use sqlx::{Row, SqlitePool};
 
 use super::{SqliteStore, parse_ts, ts};
 use crate::store::rows::expect_run_closed;
-use crate::store::{CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, totals};
+use crate::store::types::parse_stored;
+use crate::store::{
+    CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, Scope, StoreError, Trigger, totals,
+};
 
 fn lock_path(store: &SqliteStore, run_id: i64) -> PathBuf {
     let mut name = store.path.clone().into_os_string();
@@ -179,9 +182,17 @@ pub(super) async fn summary(pool: &SqlitePool, run_id: Option<i64>) -> Result<Op
         run_id: id,
         as_of: NaiveDate::parse_from_str(&as_of, "%Y-%m-%d")
             .map_err(|e| StoreError::Invariant { context: "reading a run", detail: format!("as_of {as_of:?}: {e}") })?,
-        trigger: row.try_get("trigger").context("reading a run")?,
-        scope: row.try_get("scope").context("reading a run")?,
-        status: row.try_get("status").context("reading a run")?,
+        trigger: parse_stored(
+            "trigger",
+            &row.try_get::<String, _>("trigger").context("reading a run")?,
+            Trigger::parse,
+        )?,
+        scope: parse_stored("scope", &row.try_get::<String, _>("scope").context("reading a run")?, Scope::parse)?,
+        status: parse_stored(
+            "status",
+            &row.try_get::<String, _>("status").context("reading a run")?,
+            RunStatus::parse,
+        )?,
         reason: row.try_get("reason").context("reading a run")?,
         started_at: parse_ts(&row.try_get::<String, _>("started_at").context("reading a run")?)?,
         finished_at: finished_at.as_deref().map(parse_ts).transpose()?,
