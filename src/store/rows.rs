@@ -163,7 +163,8 @@ pub(crate) const LIVE_APPLICATION_CARDS_PG: &str = "SELECT old_card_id FROM card
      WHERE old_card_id = ANY($1) AND kind = 'EXPIRY_REISSUE' AND payment_state <> 'CANCELLED'";
 
 /// The card application numbers taken in an inclusive range (a seek of the UNIQUE index). `$N`
-/// placeholders serve both engines: SQLite numbers `$1`, `$2` in order of first appearance.
+/// placeholders serve both engines: sqlx's SQLite driver binds `$N` to the N-th argument, as
+/// PostgreSQL does.
 pub(crate) const TAKEN_APPLY_NOS_SQL: &str =
     "SELECT card_apply_no FROM card_application WHERE card_apply_no BETWEEN $1 AND $2";
 
@@ -199,4 +200,114 @@ pub(crate) const PRUNE_RESULTS_SQL: &str = "DELETE FROM result WHERE created_at 
 /// and cannot collide with ours, so it is left out.
 pub(crate) fn parse_apply_nos(raw: Vec<String>) -> Result<Vec<CardApplyNo>, StoreError> {
     Ok(raw.iter().filter_map(|r| CardApplyNo::parse(r).ok()).collect())
+}
+
+/// A new `running` run row. $9 is the start time, $6 how its liveness is held ('file' or
+/// 'advisory'); each engine binds its own date, JSON and timestamp types.
+pub(crate) const INSERT_RUN_SQL: &str = "INSERT INTO run (as_of, trigger, scope, params, status, owner, lock_token, \
+     version, fee_mode, started_at) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9) RETURNING id";
+
+/// Closes a run row, only while it is still `running` (see `expect_run_closed`).
+pub(crate) const END_RUN_SQL: &str = "UPDATE run SET status = $2, reason = $3, finished_at = $4, read_count = $5, \
+     reissued_count = $6, ineligible_count = $7, failed_count = $8, fee_total = $9, counts = $10, pending_count = $11 \
+     WHERE id = $1 AND status = 'running'";
+
+/// One run row (the latest when $1 is NULL).
+pub(crate) const RUN_ROW_SQL: &str = "SELECT id, as_of, trigger, scope, status, reason, started_at, finished_at, \
+     version, fee_mode, pending_count FROM run WHERE (CAST($1 AS BIGINT) IS NULL OR id = $1) ORDER BY id DESC LIMIT 1";
+
+/// The `running` run rows, oldest first.
+pub(crate) const RUNNING_RUNS_SQL: &str = "SELECT id FROM run WHERE status = 'running' ORDER BY id";
+
+/// Pending reservations, on either engine's pool.
+pub(crate) async fn pending_reservations<'c, DB, E>(conn: E) -> Result<Vec<Reservation>, StoreError>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: for<'r> Decode<'r, DB> + Type<DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+{
+    let rows = sqlx::query(PENDING_RESERVATIONS_SQL).fetch_all(conn).await.context("listing pending reservations")?;
+    rows.iter().map(reservation_from_row).collect::<Result<_, _>>().context("listing pending reservations")
+}
+
+/// A card's id by its number, on either engine's pool.
+pub(crate) async fn find_card_id<'c, DB, E>(conn: E, card_no: &str) -> Result<Option<i64>, StoreError>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    sqlx::query_scalar(FIND_CARD_ID_SQL).bind(card_no).fetch_optional(conn).await.context("looking up a card number")
+}
+
+/// The migrations `_sqlx_migrations` records, on either engine's pool (the caller checks the
+/// table exists: that query is each engine's own).
+pub(crate) async fn applied_migrations<'c, DB, E>(conn: E) -> Result<Vec<super::AppliedMigration>, StoreError>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: for<'r> Decode<'r, DB> + Type<DB>,
+    bool: for<'r> Decode<'r, DB> + Type<DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    Vec<u8>: for<'r> Decode<'r, DB> + Type<DB>,
+{
+    sqlx::query(super::APPLIED_MIGRATIONS_SQL)
+        .fetch_all(conn)
+        .await
+        .context("checking the schema version")?
+        .iter()
+        .map(super::applied_from_row)
+        .collect::<Result<_, sqlx::Error>>()
+        .context("checking the schema version")
+}
+
+/// Adds to an as-of's blast-radius totals and returns them ($1 the as-of, in each engine's date type).
+pub(crate) const ADD_TO_BUDGET_SQL: &str = "INSERT INTO as_of_budget AS b (as_of, reissued, fee_total) \
+     VALUES ($1, $2, $3) ON CONFLICT (as_of) DO UPDATE SET reissued = b.reissued + excluded.reissued, \
+     fee_total = b.fee_total + excluded.fee_total RETURNING reissued, fee_total";
+
+/// Adds to an as-of's blast-radius totals inside a chunk's transaction; `as_of` in the engine's
+/// own date type.
+pub(crate) async fn add_to_budget<'c, DB, E, D>(
+    conn: E,
+    as_of: D,
+    reissued: i64,
+    fee_total: i64,
+) -> Result<(i64, i64), StoreError>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    D: for<'q> sqlx::Encode<'q, DB> + Type<DB> + Send + 'static,
+    i64: for<'q> sqlx::Encode<'q, DB> + Type<DB>,
+    (i64, i64): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    sqlx::query_as(ADD_TO_BUDGET_SQL)
+        .bind(as_of)
+        .bind(reissued)
+        .bind(fee_total)
+        .fetch_one(conn)
+        .await
+        .context("adding to the as-of's blast-radius totals")
+}
+
+/// A run row's trigger, scope and status, read back into their types.
+pub(crate) fn run_enums(
+    trigger: &str,
+    scope: &str,
+    status: &str,
+) -> Result<(super::Trigger, super::Scope, super::RunStatus), StoreError> {
+    use super::types::parse_stored;
+    Ok((
+        parse_stored("trigger", trigger, super::Trigger::parse)?,
+        parse_stored("scope", scope, super::Scope::parse)?,
+        parse_stored("status", status, super::RunStatus::parse)?,
+    ))
 }

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
 
 use crate::domain::ids::CardApplyNo;
 use crate::store::rows::{
-    LIVE_APPLICATION_CARDS_PG, candidate_from_row, claimed_from_row, expect_rows, taken_apply_nos,
+    LIVE_APPLICATION_CARDS_PG, add_to_budget, candidate_from_row, claimed_from_row, expect_rows, taken_apply_nos,
 };
 use crate::store::{
     Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultRow, Settlement,
@@ -360,18 +360,7 @@ impl ChunkTx for PgChunk {
         reissued: i64,
         fee_total: i64,
     ) -> Result<(i64, i64), StoreError> {
-        sqlx::query_as(
-            "INSERT INTO as_of_budget AS b (as_of, reissued, fee_total) VALUES ($1, $2, $3) \
-             ON CONFLICT (as_of) DO UPDATE SET reissued = b.reissued + excluded.reissued, \
-                 fee_total = b.fee_total + excluded.fee_total \
-             RETURNING reissued, fee_total",
-        )
-        .bind(as_of)
-        .bind(reissued)
-        .bind(fee_total)
-        .fetch_one(&mut *self.tx)
-        .await
-        .context("adding to the as-of's blast-radius totals")
+        add_to_budget(&mut *self.tx, as_of, reissued, fee_total).await
     }
 
     async fn commit(self) -> Result<(), StoreError> {

@@ -14,7 +14,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-use super::rows::{FIND_CARD_ID_SQL, PENDING_RESERVATIONS_SQL, PRUNE_RESULTS_SQL, reservation_from_row};
+use super::rows::PRUNE_RESULTS_SQL;
 pub use chunk::PgChunk;
 pub use runs::RUN_LOCK_SPACE;
 
@@ -90,19 +90,11 @@ impl Store for PgStore {
     }
 
     async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
-        let rows = sqlx::query(PENDING_RESERVATIONS_SQL)
-            .fetch_all(&self.pool)
-            .await
-            .context("listing pending reservations")?;
-        rows.iter().map(reservation_from_row).collect::<Result<_, _>>().context("listing pending reservations")
+        super::rows::pending_reservations(&self.pool).await
     }
 
     async fn find_card_id(&self, card_no: &str) -> Result<Option<i64>, StoreError> {
-        sqlx::query_scalar(FIND_CARD_ID_SQL)
-            .bind(card_no)
-            .fetch_optional(&self.pool)
-            .await
-            .context("looking up a card number")
+        super::rows::find_card_id(&self.pool, card_no).await
     }
 
     async fn refresh_statistics(&self) -> Result<(), StoreError> {
@@ -159,18 +151,8 @@ impl Admin for PgStore {
             .fetch_one(&self.pool)
             .await
             .context("checking the schema version")?;
-        let applied: Vec<super::AppliedMigration> = if has_table {
-            sqlx::query(super::APPLIED_MIGRATIONS_SQL)
-                .fetch_all(&self.pool)
-                .await
-                .context("checking the schema version")?
-                .iter()
-                .map(super::applied_from_row)
-                .collect::<Result<_, sqlx::Error>>()
-                .context("checking the schema version")?
-        } else {
-            Vec::new()
-        };
+        let applied: Vec<super::AppliedMigration> =
+            if has_table { super::rows::applied_migrations(&self.pool).await? } else { Vec::new() };
         super::compare_migrations(&MIGRATOR, &applied)
     }
 

@@ -8,11 +8,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
-use crate::store::rows::expect_run_closed;
-use crate::store::types::parse_stored;
-use crate::store::{
-    CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, Scope, StoreError, Trigger, totals,
-};
+use crate::store::rows::{END_RUN_SQL, INSERT_RUN_SQL, RUN_ROW_SQL, RUNNING_RUNS_SQL, expect_run_closed, run_enums};
+use crate::store::{CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, totals};
 
 /// The advisory-lock namespace of run liveness ("RENW"): `pg_advisory_lock(RUN_LOCK_SPACE, run id)`.
 pub const RUN_LOCK_SPACE: i32 = 0x5245_4e57;
@@ -34,20 +31,19 @@ pub(super) async fn start(options: &PgConnectOptions, run: &NewRun) -> Result<Ru
     // Row and lock appear together: the lock is taken before the row commits, so a closer
     // never sees a live run's row without its lock.
     let mut tx = conn.begin().await.context("starting a run")?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO run (as_of, trigger, scope, params, status, owner, lock_token, version, fee_mode, started_at) \
-         VALUES ($1, $2, $3, $4, 'running', $5, 'advisory', $6, $7, now()) RETURNING id",
-    )
-    .bind(run.as_of)
-    .bind(run.trigger.as_str())
-    .bind(run.scope.as_str())
-    .bind(&run.params)
-    .bind(owner())
-    .bind(&run.version)
-    .bind(&run.fee_mode)
-    .fetch_one(&mut *tx)
-    .await
-    .context("inserting the run row")?;
+    let id: i64 = sqlx::query_scalar(INSERT_RUN_SQL)
+        .bind(run.as_of)
+        .bind(run.trigger.as_str())
+        .bind(run.scope.as_str())
+        .bind(&run.params)
+        .bind(owner())
+        .bind("advisory")
+        .bind(&run.version)
+        .bind(&run.fee_mode)
+        .bind(Utc::now())
+        .fetch_one(&mut *tx)
+        .await
+        .context("inserting the run row")?;
     sqlx::query("SELECT pg_advisory_lock($1, $2)")
         .bind(RUN_LOCK_SPACE)
         .bind(lock_key(id)?)
@@ -59,10 +55,8 @@ pub(super) async fn start(options: &PgConnectOptions, run: &NewRun) -> Result<Ru
 }
 
 pub(super) async fn close_abandoned(pool: &PgPool) -> Result<Vec<i64>, StoreError> {
-    let running: Vec<i64> = sqlx::query_scalar("SELECT id FROM run WHERE status = 'running' ORDER BY id")
-        .fetch_all(pool)
-        .await
-        .context("listing running runs")?;
+    let running: Vec<i64> =
+        sqlx::query_scalar(RUNNING_RUNS_SQL).fetch_all(pool).await.context("listing running runs")?;
     let mut closed = Vec::new();
     for id in running {
         let mut tx = pool.begin().await.context("closing abandoned runs")?;
@@ -144,30 +138,26 @@ async fn write_end(
     pending: i64,
 ) -> Result<(), StoreError> {
     let (read, reissued, ineligible, failed, fee_total) = totals(counts, pending);
-    let done = sqlx::query(
-        "UPDATE run SET status = $2, reason = $3, finished_at = now(), read_count = $4, reissued_count = $5, \
-         ineligible_count = $6, failed_count = $7, fee_total = $8, counts = $9, pending_count = $10 WHERE id = $1 AND status = 'running'",
-    )
-    .bind(run_id)
-    .bind(status.as_str())
-    .bind(reason)
-    .bind(read)
-    .bind(reissued)
-    .bind(ineligible)
-    .bind(failed)
-    .bind(fee_total)
-    .bind(serde_json::to_value(counts).unwrap_or_default())
-    .bind(pending)
-    .execute(&mut *conn)
-    .await
-    .context("closing a run row")?;
+    let done = sqlx::query(END_RUN_SQL)
+        .bind(run_id)
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(Utc::now())
+        .bind(read)
+        .bind(reissued)
+        .bind(ineligible)
+        .bind(failed)
+        .bind(fee_total)
+        .bind(serde_json::to_value(counts).unwrap_or_default())
+        .bind(pending)
+        .execute(&mut *conn)
+        .await
+        .context("closing a run row")?;
     expect_run_closed(run_id, done.rows_affected())
 }
 
 pub(super) async fn summary(pool: &PgPool, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
-    let sql = "SELECT id, as_of, trigger, scope, status, reason, started_at, finished_at, version, fee_mode, pending_count \
-               FROM run WHERE ($1::bigint IS NULL OR id = $1) ORDER BY id DESC LIMIT 1";
-    let Some(row) = sqlx::query(sql).bind(run_id).fetch_optional(pool).await.context("reading a run")? else {
+    let Some(row) = sqlx::query(RUN_ROW_SQL).bind(run_id).fetch_optional(pool).await.context("reading a run")? else {
         return Ok(None);
     };
     let id: i64 = row.try_get("id").context("reading a run")?;
@@ -175,20 +165,14 @@ pub(super) async fn summary(pool: &PgPool, run_id: Option<i64>) -> Result<Option
     let counts = aggregate(&mut conn, id).await?;
     let pending: i64 = row.try_get("pending_count").context("reading a run")?;
     let (read, reissued, ineligible, failed, fee_total) = totals(&counts, pending);
+    let text = |column: &'static str| row.try_get::<String, _>(column).context("reading a run");
+    let (trigger, scope, status) = run_enums(&text("trigger")?, &text("scope")?, &text("status")?)?;
     Ok(Some(RunSummary {
         run_id: id,
         as_of: row.try_get::<NaiveDate, _>("as_of").context("reading a run")?,
-        trigger: parse_stored(
-            "trigger",
-            &row.try_get::<String, _>("trigger").context("reading a run")?,
-            Trigger::parse,
-        )?,
-        scope: parse_stored("scope", &row.try_get::<String, _>("scope").context("reading a run")?, Scope::parse)?,
-        status: parse_stored(
-            "status",
-            &row.try_get::<String, _>("status").context("reading a run")?,
-            RunStatus::parse,
-        )?,
+        trigger,
+        scope,
+        status,
         reason: row.try_get("reason").context("reading a run")?,
         started_at: row.try_get::<DateTime<Utc>, _>("started_at").context("reading a run")?,
         finished_at: row.try_get("finished_at").context("reading a run")?,

@@ -7,7 +7,9 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
 use super::ts;
 use crate::domain::ids::CardApplyNo;
-use crate::store::rows::{LIVE_APPLICATION_CARDS_SQLITE, RawCandidate, claimed_from_row, expect_rows, taken_apply_nos};
+use crate::store::rows::{
+    LIVE_APPLICATION_CARDS_SQLITE, RawCandidate, add_to_budget, claimed_from_row, expect_rows, taken_apply_nos,
+};
 use crate::store::{
     Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultRow, Settlement,
     StoreError,
@@ -367,18 +369,7 @@ impl ChunkTx for SqliteChunk {
         reissued: i64,
         fee_total: i64,
     ) -> Result<(i64, i64), StoreError> {
-        sqlx::query_as(
-            "INSERT INTO as_of_budget (as_of, reissued, fee_total) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (as_of) DO UPDATE SET reissued = reissued + excluded.reissued, \
-                 fee_total = fee_total + excluded.fee_total \
-             RETURNING reissued, fee_total",
-        )
-        .bind(as_of.to_string())
-        .bind(reissued)
-        .bind(fee_total)
-        .fetch_one(&mut *self.tx)
-        .await
-        .context("adding to the as-of's blast-radius totals")
+        add_to_budget(&mut *self.tx, as_of.to_string(), reissued, fee_total).await
     }
 
     async fn commit(self) -> Result<(), StoreError> {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::rows::{FIND_CARD_ID_SQL, PENDING_RESERVATIONS_SQL, PRUNE_RESULTS_SQL, reservation_from_row};
+use super::rows::PRUNE_RESULTS_SQL;
 pub use chunk::SqliteChunk;
 
 use super::{
@@ -102,19 +102,11 @@ impl Store for SqliteStore {
     }
 
     async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
-        let rows = sqlx::query(PENDING_RESERVATIONS_SQL)
-            .fetch_all(&self.pool)
-            .await
-            .context("listing pending reservations")?;
-        rows.iter().map(reservation_from_row).collect::<Result<_, _>>().context("listing pending reservations")
+        super::rows::pending_reservations(&self.pool).await
     }
 
     async fn find_card_id(&self, card_no: &str) -> Result<Option<i64>, StoreError> {
-        sqlx::query_scalar(FIND_CARD_ID_SQL)
-            .bind(card_no)
-            .fetch_optional(&self.pool)
-            .await
-            .context("looking up a card number")
+        super::rows::find_card_id(&self.pool, card_no).await
     }
 
     async fn refresh_statistics(&self) -> Result<(), StoreError> {
@@ -159,18 +151,8 @@ impl Admin for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await
                 .context("checking the schema version")?;
-        let applied: Vec<super::AppliedMigration> = if has_table.is_some() {
-            sqlx::query(super::APPLIED_MIGRATIONS_SQL)
-                .fetch_all(&self.pool)
-                .await
-                .context("checking the schema version")?
-                .iter()
-                .map(super::applied_from_row)
-                .collect::<Result<_, sqlx::Error>>()
-                .context("checking the schema version")?
-        } else {
-            Vec::new()
-        };
+        let applied: Vec<super::AppliedMigration> =
+            if has_table.is_some() { super::rows::applied_migrations(&self.pool).await? } else { Vec::new() };
         super::compare_migrations(&MIGRATOR, &applied)
     }
 

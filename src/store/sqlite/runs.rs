@@ -10,11 +10,8 @@ use chrono::{NaiveDate, Utc};
 use sqlx::{Row, SqlitePool};
 
 use super::{SqliteStore, parse_ts, ts};
-use crate::store::rows::expect_run_closed;
-use crate::store::types::parse_stored;
-use crate::store::{
-    CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, Scope, StoreError, Trigger, totals,
-};
+use crate::store::rows::{END_RUN_SQL, INSERT_RUN_SQL, RUN_ROW_SQL, RUNNING_RUNS_SQL, expect_run_closed, run_enums};
+use crate::store::{CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, totals};
 
 fn lock_path(store: &SqliteStore, run_id: i64) -> PathBuf {
     let mut name = store.path.clone().into_os_string();
@@ -40,21 +37,19 @@ pub(super) async fn start(store: &SqliteStore, run: &NewRun) -> Result<RunHandle
     // The row and its lock appear together: a closer scanning `running` rows in its own
     // IMMEDIATE transaction never sees the row before the lock is held.
     let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await.context("starting a run")?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO run (as_of, trigger, scope, params, status, owner, lock_token, version, fee_mode, started_at) \
-         VALUES (?1, ?2, ?3, ?4, 'running', ?5, 'file', ?6, ?7, ?8) RETURNING id",
-    )
-    .bind(run.as_of.to_string())
-    .bind(run.trigger.as_str())
-    .bind(run.scope.as_str())
-    .bind(run.params.to_string())
-    .bind(owner())
-    .bind(&run.version)
-    .bind(&run.fee_mode)
-    .bind(ts(Utc::now()))
-    .fetch_one(&mut *tx)
-    .await
-    .context("inserting the run row")?;
+    let id: i64 = sqlx::query_scalar(INSERT_RUN_SQL)
+        .bind(run.as_of.to_string())
+        .bind(run.trigger.as_str())
+        .bind(run.scope.as_str())
+        .bind(run.params.to_string())
+        .bind(owner())
+        .bind("file")
+        .bind(&run.version)
+        .bind(&run.fee_mode)
+        .bind(ts(Utc::now()))
+        .fetch_one(&mut *tx)
+        .await
+        .context("inserting the run row")?;
     let path = lock_path(store, id);
     let file = open_lock(&path)?;
     file.try_lock().map_err(|e| StoreError::RunLock {
@@ -67,10 +62,8 @@ pub(super) async fn start(store: &SqliteStore, run: &NewRun) -> Result<RunHandle
 
 pub(super) async fn close_abandoned(store: &SqliteStore) -> Result<Vec<i64>, StoreError> {
     let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await.context("closing abandoned runs")?;
-    let running: Vec<i64> = sqlx::query_scalar("SELECT id FROM run WHERE status = 'running' ORDER BY id")
-        .fetch_all(&mut *tx)
-        .await
-        .context("listing running runs")?;
+    let running: Vec<i64> =
+        sqlx::query_scalar(RUNNING_RUNS_SQL).fetch_all(&mut *tx).await.context("listing running runs")?;
     let mut closed = Vec::new();
     for id in running {
         let path = lock_path(store, id);
@@ -144,31 +137,26 @@ async fn write_end(
     pending: i64,
 ) -> Result<(), StoreError> {
     let (read, reissued, ineligible, failed, fee_total) = totals(counts, pending);
-    let done = sqlx::query(
-        "UPDATE run SET status = ?2, reason = ?3, finished_at = ?4, read_count = ?5, reissued_count = ?6, \
-         ineligible_count = ?7, failed_count = ?8, fee_total = ?9, counts = ?10, pending_count = ?11 WHERE id = ?1 AND status = 'running'",
-    )
-    .bind(run_id)
-    .bind(status.as_str())
-    .bind(reason)
-    .bind(ts(Utc::now()))
-    .bind(read)
-    .bind(reissued)
-    .bind(ineligible)
-    .bind(failed)
-    .bind(fee_total)
-    .bind(serde_json::to_string(counts).unwrap_or_else(|_| "{}".to_owned()))
-    .bind(pending)
-    .execute(&mut *conn)
-    .await
-    .context("closing a run row")?;
+    let done = sqlx::query(END_RUN_SQL)
+        .bind(run_id)
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(ts(Utc::now()))
+        .bind(read)
+        .bind(reissued)
+        .bind(ineligible)
+        .bind(failed)
+        .bind(fee_total)
+        .bind(serde_json::to_string(counts).unwrap_or_else(|_| "{}".to_owned()))
+        .bind(pending)
+        .execute(&mut *conn)
+        .await
+        .context("closing a run row")?;
     expect_run_closed(run_id, done.rows_affected())
 }
 
 pub(super) async fn summary(pool: &SqlitePool, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
-    let sql = "SELECT id, as_of, trigger, scope, status, reason, started_at, finished_at, version, fee_mode, pending_count \
-               FROM run WHERE (?1 IS NULL OR id = ?1) ORDER BY id DESC LIMIT 1";
-    let Some(row) = sqlx::query(sql).bind(run_id).fetch_optional(pool).await.context("reading a run")? else {
+    let Some(row) = sqlx::query(RUN_ROW_SQL).bind(run_id).fetch_optional(pool).await.context("reading a run")? else {
         return Ok(None);
     };
     let id: i64 = row.try_get("id").context("reading a run")?;
@@ -178,21 +166,15 @@ pub(super) async fn summary(pool: &SqlitePool, run_id: Option<i64>) -> Result<Op
     let (read, reissued, ineligible, failed, fee_total) = totals(&counts, pending);
     let as_of: String = row.try_get("as_of").context("reading a run")?;
     let finished_at: Option<String> = row.try_get("finished_at").context("reading a run")?;
+    let text = |column: &'static str| row.try_get::<String, _>(column).context("reading a run");
+    let (trigger, scope, status) = run_enums(&text("trigger")?, &text("scope")?, &text("status")?)?;
     Ok(Some(RunSummary {
         run_id: id,
         as_of: NaiveDate::parse_from_str(&as_of, "%Y-%m-%d")
             .map_err(|e| StoreError::Invariant { context: "reading a run", detail: format!("as_of {as_of:?}: {e}") })?,
-        trigger: parse_stored(
-            "trigger",
-            &row.try_get::<String, _>("trigger").context("reading a run")?,
-            Trigger::parse,
-        )?,
-        scope: parse_stored("scope", &row.try_get::<String, _>("scope").context("reading a run")?, Scope::parse)?,
-        status: parse_stored(
-            "status",
-            &row.try_get::<String, _>("status").context("reading a run")?,
-            RunStatus::parse,
-        )?,
+        trigger,
+        scope,
+        status,
         reason: row.try_get("reason").context("reading a run")?,
         started_at: parse_ts(&row.try_get::<String, _>("started_at").context("reading a run")?)?,
         finished_at: finished_at.as_deref().map(parse_ts).transpose()?,
