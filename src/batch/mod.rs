@@ -9,6 +9,7 @@ mod hooks;
 mod reissue;
 mod run;
 mod settle;
+mod tally;
 
 pub use hooks::{CHUNK_DELAY_ENV, PAUSE_ENV, PAUSED_MARKER, RELEASE_ENV, START_GATE_ENV};
 pub use reissue::ReissueOutcome;

@@ -1,12 +1,12 @@
 //! A run's life: resolve its scope, open its row, drive chunks until the window is empty (or a
 //! limit, an error or a shutdown stops it), close its row, log its summary.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -18,14 +18,13 @@ use super::events::{self, RunFields};
 use super::hooks::{self, Point};
 use super::reissue::{self, ReissueOutcome};
 use super::settle;
+use super::tally::{RunOf, Tally};
 use crate::config::{FeeMode, Settings};
 use crate::domain::address::DeliveryAddress;
 use crate::domain::card_number::mask;
 use crate::domain::expiry::window_months;
 use crate::fees::http::HttpCharger;
-use crate::store::{
-    ChunkTx, CodeCount, NewRun, PageQuery, RunStatus, RunSummary, Scope, Store, StoreError, Trigger, totals,
-};
+use crate::store::{ChunkTx, NewRun, PageQuery, RunStatus, RunSummary, Scope, Store, StoreError, Trigger};
 
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -90,15 +89,10 @@ struct Shared {
     budget: Mutex<Budget>,
     chunks: AtomicU64,
     stop: AtomicBool,
-    /// Dry runs write nothing, so balances are carried here from chunk to chunk instead.
-    dry_balances: Mutex<HashMap<i64, i64>>,
-    /// Per-code counts of the results this process committed (a dry run's whole summary; a
-    /// real run's summary when its end cannot be recorded).
-    counts: std::sync::Mutex<BTreeMap<String, CodeCount>>,
+    /// Counts, pending fees and a dry run's balances.
+    tally: Tally,
     /// HTTP fee mode (real runs): the fee service client.
     charger: Option<Arc<HttpCharger>>,
-    /// Fees whose outcome stayed unknown in this run.
-    pending: AtomicU64,
 }
 
 enum Stopped {
@@ -174,10 +168,8 @@ pub async fn execute<S: Store>(
         budget: Mutex::new(Budget::default()),
         chunks: AtomicU64::new(0),
         stop: AtomicBool::new(false),
-        dry_balances: Mutex::new(HashMap::new()),
-        counts: std::sync::Mutex::new(BTreeMap::new()),
+        tally: Tally::default(),
         charger,
-        pending: AtomicU64::new(0),
     });
     let tasks = if request.dry_run { 1 } else { settings.run.concurrency };
     // Tests hold replicas here, started and connected, to release them together.
@@ -205,7 +197,7 @@ pub async fn execute<S: Store>(
         }
         Err(e) => (RunStatus::Failed, Some(e.to_string())),
     };
-    let pending = shared.pending.load(Ordering::SeqCst) as i64;
+    let pending = shared.tally.pending();
     let summary = match handle {
         Some(handle) => match store.finish_run(handle, status, reason.as_deref(), pending).await {
             Ok(summary) => summary,
@@ -220,13 +212,17 @@ pub async fn execute<S: Store>(
                     "could not record the run's end; the next run closes its row as failed"
                 );
                 let reason = Some(format!("could not record the run's end: {close_error}"));
-                let summary = memory_summary(&request, settings, &shared, (scope, RunStatus::Failed), reason, started);
+                let summary = shared.tally.summary(
+                    run_of(&request, settings, &shared, scope, started),
+                    RunStatus::Failed,
+                    reason,
+                );
                 events::run_summary(&fields, &summary, started.elapsed().as_millis() as i64);
                 // The run's own error says more than the failure to record it.
                 return Err(outcome.err().unwrap_or(RunError::Store(close_error)));
             }
         },
-        None => memory_summary(&request, settings, &shared, (scope, status), reason, started),
+        None => shared.tally.summary(run_of(&request, settings, &shared, scope, started), status, reason),
     };
     events::run_summary(&fields, &summary, started.elapsed().as_millis() as i64);
     match outcome {
@@ -247,23 +243,13 @@ async fn settle_leftovers<S: Store>(store: &S, shared: &Shared, shutdown: &Cance
     let started = Instant::now();
     let hook = settle::HookAt { chunk: 0, committed_cards: 0, shutdown };
     let settled = settle::charge_and_finish(store, charger, run_id, leftovers, settle::Origin::Leftover, hook).await?;
-    shared.pending.fetch_add(settled.pending, Ordering::SeqCst);
+    shared.tally.add_pending(settled.pending);
     let duration_ms = started.elapsed().as_millis() as u64;
-    tally(shared, &settled.cards);
+    shared.tally.add(&settled.cards);
     for card in &settled.cards {
         events::card_result(&shared.fields, card, duration_ms);
     }
     Ok(())
-}
-
-/// Adds committed results to the run's own per-code counts.
-fn tally(shared: &Shared, cards: &[events::CardEvent]) {
-    let mut counts = shared.counts.lock().unwrap_or_else(|p| p.into_inner());
-    for card in cards {
-        let entry = counts.entry(card.code.to_owned()).or_default();
-        entry.count += 1;
-        entry.fee = entry.fee.saturating_add(card.fee);
-    }
 }
 
 async fn resolve_card<S: Store>(store: &S, card_no: &str) -> Result<i64, RunError> {
@@ -303,8 +289,8 @@ async fn single<S: Store>(
     let charger = shared.charger.as_ref();
     let done = reissue::reissue_one(store, &shared.ctx, &shared.fields, charger, card, shutdown).await?;
     shared.chunks.fetch_add(1, Ordering::SeqCst);
-    shared.pending.fetch_add(done.pending, Ordering::SeqCst);
-    tally(shared, &done.results);
+    shared.tally.add_pending(done.pending);
+    shared.tally.add(&done.results);
     let stopped = if charger.is_some_and(|c| c.tripped()) { Stopped::Dependency } else { Stopped::Drained };
     Ok((stopped, Some(done.outcome)))
 }
@@ -408,7 +394,7 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
         let chunk_no = shared.chunks.fetch_add(1, Ordering::SeqCst) + 1;
 
         let written = if shared.ctx.dry_run {
-            let mut balances = shared.dry_balances.lock().await;
+            let mut balances = shared.tally.dry_balances.lock().await;
             chunk::write(&mut tx, &shared.ctx, candidates, &mut balances, (chunk_no, shutdown)).await?
         } else {
             chunk::write(&mut tx, &shared.ctx, candidates, &mut HashMap::new(), (chunk_no, shutdown)).await?
@@ -448,7 +434,7 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
         hooks::pace_after_commit().await;
 
         let duration_ms = chunk_started.elapsed().as_millis() as u64;
-        tally(shared, &written.cards);
+        shared.tally.add(&written.cards);
         for card in &written.cards {
             events::card_result(&shared.fields, card, duration_ms);
         }
@@ -458,9 +444,9 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
             let settled =
                 settle::charge_and_finish(store, charger, run_id, written.reserved, settle::Origin::ThisChunk, hook)
                     .await?;
-            shared.pending.fetch_add(settled.pending, Ordering::SeqCst);
+            shared.tally.add_pending(settled.pending);
             let duration_ms = chunk_started.elapsed().as_millis() as u64;
-            tally(shared, &settled.cards);
+            shared.tally.add(&settled.cards);
             for card in &settled.cards {
                 events::card_result(&shared.fields, card, duration_ms);
             }
@@ -468,37 +454,20 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
     }
 }
 
-/// A summary from this process's own counts: a dry run's, or a real run's whose end could not
-/// be recorded.
-fn memory_summary(
+/// The run a summary from the tally describes.
+fn run_of<'a>(
     request: &RunRequest,
-    settings: &Settings,
+    settings: &'a Settings,
     shared: &Shared,
-    (scope, status): (Scope, RunStatus),
-    reason: Option<String>,
+    scope: Scope,
     started: Instant,
-) -> RunSummary {
-    let counts = shared.counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let pending = shared.pending.load(Ordering::SeqCst) as i64;
-    let (read, reissued, ineligible, failed, fee_total) = totals(&counts, pending);
-    let now = Utc::now();
-    RunSummary {
+) -> RunOf<'a> {
+    RunOf {
         run_id: shared.ctx.run_id.unwrap_or(0),
         as_of: request.as_of,
         trigger: request.trigger,
         scope: if request.dry_run { Scope::DryRun } else { scope },
-        status,
-        reason,
-        started_at: now - chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
-        finished_at: Some(now),
-        version: crate::VERSION.to_owned(),
-        fee_mode: settings.fees.mode.as_str().to_owned(),
-        counts,
-        read,
-        reissued,
-        ineligible,
-        failed,
-        pending,
-        fee_total,
+        fee_mode: settings.fees.mode.as_str(),
+        started,
     }
 }

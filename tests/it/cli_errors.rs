@@ -86,6 +86,8 @@ async fn a_schema_older_or_newer_than_the_binary_stops_the_run_for_a_person() {
     let db = TestDb::new();
     // An SQLite file with no migrations applied.
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .idle_timeout(None)
+        .max_lifetime(None)
         .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db.path).create_if_missing(true))
         .await
         .unwrap();

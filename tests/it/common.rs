@@ -212,7 +212,14 @@ impl TestDb {
             Kind::Sqlite => format!("{}?mode=rw", self.url()),
             Kind::Postgres => self.url(),
         };
-        sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await.expect("open test database")
+        // No idle reaper: sqlx 0.9.0's can spin forever (sqlx #3645; seen here in the harness too).
+        sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect(&url)
+            .await
+            .expect("open test database")
     }
 }
 
