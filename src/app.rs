@@ -2,6 +2,7 @@
 //! Errors carry the process exit code (README "Exit codes").
 
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
 
@@ -10,12 +11,14 @@ use crate::cli::Command;
 use crate::config::{ConfigError, Settings, redact_url};
 use crate::domain::as_of::{business_date, parse_as_of};
 use crate::domain::expiry::window_months;
+use crate::schedule::admin;
+use crate::schedule::{self, DaemonOptions, Stopped, run_daemon};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::{Create, SqliteStore};
 use crate::store::{DemoLoad, PageQuery, RunStatus, Store, StoreError, Trigger};
 use crate::worker::App;
 pub use crate::worker::Shutdown;
-use crate::{demo, report};
+use crate::{demo, metrics, ops, report};
 
 /// Process exit codes (README "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,9 +89,7 @@ pub async fn dispatch(command: Command, settings: &Settings, shutdown: Shutdown)
             let as_of = resolve_as_of(None, &settings)?;
             let store = SqliteStore::connect(&settings.database, Create::IfMissing).await?;
             seed_demo(&store, &settings, cards, seed, as_of).await?;
-            let request =
-                RunRequest { as_of, trigger: Trigger::Manual, dry_run: false, card: None, delivery: None, limit: None };
-            run(&store, &settings, request, shutdown).await
+            run(&store, &settings, RunRequest::full(as_of, Trigger::Manual), shutdown).await
         }
         command => {
             let create = match command {
@@ -121,9 +122,30 @@ async fn on_store<S: Store + DemoLoad>(
     }
     match command {
         Command::Run { as_of, dry_run, card, limit, scheduled } => {
-            let as_of = resolve_as_of(as_of.as_deref(), settings)?;
+            let as_of = match (as_of.as_deref(), scheduled) {
+                (None, true) => latest_slot_date(settings)?,
+                (raw, _) => resolve_as_of(raw, settings)?,
+            };
             let trigger = if scheduled { Trigger::Schedule } else { Trigger::Manual };
-            run(store, settings, RunRequest { as_of, trigger, dry_run, card, delivery: None, limit }, shutdown).await
+            let request = RunRequest { dry_run, card, limit, ..RunRequest::full(as_of, trigger) };
+            if settings.metrics.pushgateway_url.is_empty() {
+                return run(store, settings, request, shutdown).await;
+            }
+            let handle = metrics::install(&settings.metrics.currency).map_err(AppError::Failed)?;
+            let result = run(store, settings, request, shutdown).await;
+            match metrics::push(&settings.metrics.pushgateway_url, &handle).await {
+                Ok(()) => tracing::info!(event = "metrics_pushed", job = metrics::PUSH_JOB),
+                Err(e) => tracing::warn!(event = "metrics_push_failed", error = %e, "the run's result stands"),
+            }
+            result
+        }
+        Command::Schedule { run_now, as_of } => {
+            let run_now = match (run_now, as_of.as_deref()) {
+                (false, _) => None,
+                (true, None) => Some(None),
+                (true, Some(raw)) => Some(Some(resolve_as_of(Some(raw), settings)?)),
+            };
+            daemon(store, settings, DaemonOptions { run_now }, shutdown).await
         }
         Command::Report { run_id } => match store.run_summary(run_id).await? {
             Some(summary) => {
@@ -155,6 +177,54 @@ async fn on_store<S: Store + DemoLoad>(
         }
         Command::Migrate | Command::SeedDemo { .. } | Command::Config | Command::Demo { .. } => Ok(Exit::Completed),
     }
+}
+
+/// `schedule`: the daemon with its operations listener (and the admin one when keys are set).
+async fn daemon<S: Store>(
+    store: &S,
+    settings: &Settings,
+    options: DaemonOptions,
+    shutdown: Shutdown,
+) -> Result<Exit, AppError> {
+    let handle = metrics::install(&settings.metrics.currency).map_err(AppError::Failed)?;
+    let app = Arc::new(App::new(store.clone(), settings.clone())?);
+    let mut listeners = tokio::task::JoinSet::new();
+    let ops_listener = ops::bind(&settings.metrics.listen, "metrics.listen").await.map_err(AppError::Failed)?;
+    tracing::info!(event = "listening", what = "metrics", addr = %settings.metrics.listen);
+    listeners.spawn(ops::serve(ops_listener, ops::router(store.clone(), handle), shutdown.clone()));
+    let (triggers, admin_rx) = tokio::sync::mpsc::channel(8);
+    if settings.admin.keys.0.is_empty() {
+        tracing::info!(event = "admin_disabled", "admin.keys is empty: POST /runs is not served");
+    } else {
+        let admin_listener = ops::bind(&settings.admin.listen, "admin.listen").await.map_err(AppError::Failed)?;
+        tracing::info!(event = "listening", what = "admin", addr = %settings.admin.listen);
+        let router = admin::router(settings.admin.keys.clone(), triggers.clone());
+        listeners.spawn(ops::serve(admin_listener, router, shutdown.clone()));
+    }
+    let stopped = run_daemon(app, options, admin_rx, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while listeners.join_next().await.is_some() {}
+    })
+    .await;
+    match stopped? {
+        Stopped::Clean => {
+            tracing::info!(event = "shutdown_complete", "stopped cleanly");
+            Ok(Exit::Completed)
+        }
+        Stopped::GraceExceeded => Ok(Exit::Interrupted),
+    }
+}
+
+/// `run --scheduled`: the business date of the latest slot at or before now (a Job started late,
+/// or retried after midnight, still runs its night).
+fn latest_slot_date(settings: &Settings) -> Result<NaiveDate, AppError> {
+    let schedule = settings.cron_schedule()?;
+    let now = schedule::clock::now();
+    Ok(schedule
+        .latest_at_or_before(now)
+        .map(|slot| slot.business_date)
+        .unwrap_or_else(|| business_date(now, schedule.time_zone())))
 }
 
 fn pool_size(settings: &Settings) -> u32 {

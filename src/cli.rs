@@ -51,9 +51,21 @@ pub enum Command {
         /// Evaluate at most this many candidate cards.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
-        /// Record the run as triggered by the schedule (the cron container) instead of by hand.
+        /// Record the run as triggered by the schedule (the cron container) instead of by hand; without
+        /// --as-of, the as-of is the business date of the latest slot of schedule.cron at or before now.
         #[arg(long)]
         scheduled: bool,
+    },
+
+    /// The nightly daemon: runs on schedule.cron in schedule.time_zone, one run per slot across
+    /// replicas, catches up missed dates, serves /metrics, /healthz, /readyz (and POST /runs).
+    Schedule {
+        /// Start one manual run at once (then keep the schedule): the rerun flag.
+        #[arg(long)]
+        run_now: bool,
+        /// With --run-now: the business date to run (YYYY-MM-DD) [default: the latest slot's date]
+        #[arg(long, value_name = "YYYY-MM-DD", requires = "run_now")]
+        as_of: Option<String>,
     },
 
     /// Print the summary of a run: counts per code, fee total, timing.

@@ -16,6 +16,8 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration: APP_ENV={env} but {path} does not exist")]
     MissingOverlay { env: String, path: String },
+    #[error("configuration: {0}")]
+    Schedule(String),
     #[error("configuration: {key} = {value:?}: {problem}")]
     Invalid { key: &'static str, value: String, problem: &'static str },
 }
@@ -26,6 +28,96 @@ pub struct Settings {
     pub run: RunSettings,
     pub fees: FeeSettings,
     pub log: LogSettings,
+    pub schedule: ScheduleSettings,
+    pub shutdown: ShutdownSettings,
+    pub metrics: MetricsSettings,
+    pub admin: AdminSettings,
+}
+
+/// The daemon (`schedule`) and `run --scheduled`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ScheduleSettings {
+    /// Slots are unique per (name, instant) in the database: replicas of one schedule share a name.
+    pub name: String,
+    /// Six fields with seconds, as tokio-cron-scheduler parses them; checked at start.
+    pub cron: String,
+    /// Unset: `run.time_zone`.
+    #[serde(default)]
+    pub time_zone: Option<TimeZone>,
+    pub catch_up_days: u32,
+    pub check_seconds: u64,
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ShutdownSettings {
+    pub grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct MetricsSettings {
+    /// `/metrics`, `/healthz`, `/readyz` of the long-running commands.
+    pub listen: String,
+    /// Set: a one-shot `run` PUTs its metrics there once when it ends.
+    pub pushgateway_url: String,
+    /// The `currency` label of money metrics (amounts are in its minor unit).
+    pub currency: String,
+}
+
+/// The operator's endpoint of the daemon (`POST /runs`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AdminSettings {
+    pub listen: String,
+    /// `id:secret` entries; the id is what the log names. Empty: the endpoint is off.
+    pub keys: KeyList,
+}
+
+/// API keys as `id:secret`, parsed at load; secrets never serialise.
+#[derive(Debug, Clone, Default)]
+pub struct KeyList(pub Vec<NamedKey>);
+
+#[derive(Debug, Clone)]
+pub struct NamedKey {
+    pub id: String,
+    pub secret: SecretString,
+}
+
+impl<'de> Deserialize<'de> for KeyList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Vec::<String>::deserialize(d)?;
+        raw.iter()
+            .filter(|entry| !entry.trim().is_empty())
+            .map(|entry| match entry.trim().split_once(':') {
+                Some((id, secret)) if !id.is_empty() && secret.len() >= 16 => {
+                    Ok(NamedKey { id: id.to_owned(), secret: SecretString::from(secret.to_owned()) })
+                }
+                _ => Err(serde::de::Error::custom(
+                    "a key must be written id:secret, with a secret of at least 16 characters",
+                )),
+            })
+            .collect::<Result<_, _>>()
+            .map(KeyList)
+    }
+}
+
+impl Serialize for KeyList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|k| format!("{}:***", k.id)))
+    }
+}
+
+impl KeyList {
+    /// The id of the key equal to `presented`, compared in constant time against every key.
+    pub fn identify(&self, presented: &str) -> Option<&str> {
+        use subtle::ConstantTimeEq;
+        let mut found = None;
+        for key in &self.0 {
+            if bool::from(key.secret.expose_secret().as_bytes().ct_eq(presented.as_bytes())) {
+                found = Some(key.id.as_str());
+            }
+        }
+        found
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -163,7 +255,12 @@ impl Settings {
         }
         let settings: Settings = builder
             .add_source(
-                config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true),
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("admin.keys"),
             )
             .build()?
             .try_deserialize()?;
@@ -214,6 +311,7 @@ impl Settings {
             // 0 would turn checkpoints off and let the WAL file grow without bound.
             return Err(invalid("database.sqlite_wal_autocheckpoint_pages", 0, "must be at least 1"));
         }
+        self.validate_schedule()?;
         if self.fees.mode == FeeMode::Http {
             self.validate_http()?;
         }
@@ -262,6 +360,51 @@ impl Settings {
         Ok(())
     }
 
+    fn validate_schedule(&self) -> Result<(), ConfigError> {
+        let s = &self.schedule;
+        if s.name.trim().is_empty() || s.name.len() > 100 {
+            return Err(invalid("schedule.name", &s.name, "must be 1 to 100 characters"));
+        }
+        crate::schedule::CronSchedule::parse(&s.cron, self.schedule_time_zone())
+            .map_err(|e| ConfigError::Schedule(e.to_string()))?;
+        if s.catch_up_days > 366 {
+            return Err(invalid("schedule.catch_up_days", s.catch_up_days, "must be at most 366"));
+        }
+        if !(1..=3600).contains(&s.check_seconds) {
+            return Err(invalid("schedule.check_seconds", s.check_seconds, "must be between 1 and 3600"));
+        }
+        if !(1..=3600).contains(&self.shutdown.grace_seconds) {
+            return Err(invalid("shutdown.grace_seconds", self.shutdown.grace_seconds, "must be between 1 and 3600"));
+        }
+        for (key, value) in [("metrics.listen", &self.metrics.listen), ("admin.listen", &self.admin.listen)] {
+            if value.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(key, value, "must be an address:port such as 127.0.0.1:9464"));
+            }
+        }
+        let push = &self.metrics.pushgateway_url;
+        if !push.is_empty() {
+            match reqwest::Url::parse(push) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => return Err(invalid("metrics.pushgateway_url", push, "must be an http:// or https:// URL")),
+            }
+        }
+        if self.metrics.currency.len() != 3 || !self.metrics.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(invalid("metrics.currency", &self.metrics.currency, "must be an ISO 4217 code such as KRW"));
+        }
+        Ok(())
+    }
+
+    /// The schedule's time zone: `schedule.time_zone`, else `run.time_zone`.
+    pub fn schedule_time_zone(&self) -> Tz {
+        self.schedule.time_zone.unwrap_or(self.run.time_zone).0
+    }
+
+    /// The schedule as parsed at load (validated there, so this cannot fail afterwards).
+    pub fn cron_schedule(&self) -> Result<crate::schedule::CronSchedule, ConfigError> {
+        crate::schedule::CronSchedule::parse(&self.schedule.cron, self.schedule_time_zone())
+            .map_err(|e| ConfigError::Schedule(e.to_string()))
+    }
+
     /// The business date's time zone (`run.time_zone`).
     pub fn time_zone(&self) -> Tz {
         self.run.time_zone.0
@@ -284,7 +427,7 @@ impl<'de> Deserialize<'de> for TimeZone {
         let name = String::deserialize(d)?;
         name.parse::<Tz>()
             .map(TimeZone)
-            .map_err(|_| serde::de::Error::custom(format!("run.time_zone = {name:?} is not an IANA time zone")))
+            .map_err(|_| serde::de::Error::custom(format!("{name:?} is not an IANA time zone")))
     }
 }
 

@@ -29,10 +29,24 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         let shutdown = app::Shutdown::new();
         let on_signal = shutdown.clone();
+        let grace = std::time::Duration::from_secs(settings.shutdown.grace_seconds);
         tokio::spawn(async move {
             shutdown_signal().await;
-            tracing::warn!(event = "shutdown_requested", "finishing the chunk in flight, then stopping");
+            tracing::warn!(
+                event = "shutdown_requested",
+                grace_seconds = grace.as_secs(),
+                "finishing the chunk in flight, then stopping; a second signal exits at once"
+            );
             on_signal.cancel();
+            // The command stops by itself within the grace; this is the backstop. Exiting here
+            // never half-writes a chunk: its open transaction rolls back with the connection.
+            tokio::select! {
+                _ = shutdown_signal() => eprintln!("error: second signal: exiting at once"),
+                _ = tokio::time::sleep(grace + std::time::Duration::from_secs(1)) => {
+                    eprintln!("error: still busy {} s after the shutdown signal: exiting", grace.as_secs());
+                }
+            }
+            std::process::exit(i32::from(Exit::Interrupted as u8));
         });
         match app::dispatch(cli.command, &settings, shutdown).await {
             Ok(exit) => exit,

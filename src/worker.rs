@@ -75,12 +75,9 @@ impl<S: Store> App<S> {
     /// and returns its outcome.
     pub async fn reissue_card(&self, request: ReissueRequest, shutdown: Shutdown) -> Result<ReissueOutcome, RunError> {
         let run = RunRequest {
-            as_of: request.as_of,
-            trigger: request.trigger,
-            dry_run: false,
             card: Some(request.card_no),
             delivery: request.delivery,
-            limit: None,
+            ..RunRequest::full(request.as_of, request.trigger)
         };
         match self.run_once(run, shutdown).await? {
             RunReport::Finished { card: Some(outcome), .. } => Ok(*outcome),

@@ -69,8 +69,7 @@ async fn a_long_lived_process_recycles_its_sessions_and_idles_without_cpu() {
     let as_of = chrono::NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
     let mut previous: Vec<i32> = Vec::new();
     for round in 0..3 {
-        let request =
-            RunRequest { as_of, trigger: Trigger::Manual, dry_run: false, card: None, delivery: None, limit: None };
+        let request = RunRequest::full(as_of, Trigger::Manual);
         match app.run_once(request, Shutdown::new()).await.expect("run") {
             RunReport::Finished { status, .. } => assert_eq!(status, RunStatus::Completed, "round {round}"),
             RunReport::Paused => panic!("not paused"),

@@ -13,4 +13,4 @@ mod tally;
 
 pub use hooks::{CHUNK_DELAY_ENV, PAUSE_ENV, PAUSED_MARKER, RELEASE_ENV, START_GATE_ENV};
 pub use reissue::ReissueOutcome;
-pub use run::{RunError, RunReport, RunRequest, execute};
+pub use run::{RunError, RunReport, RunRequest, StartNotice, execute};

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::budget::{Budget, Limits};
 use super::chunk::{self, ChunkContext, ChunkError};
 use super::cursor::{Cursor, RETRY_PASS_PAUSE, Step};
-use super::events::{self, RunFields};
+use super::events::{self, CardEvent, RunFields};
 use super::hooks::{self, Point};
 use super::reissue::{self, ReissueOutcome};
 use super::settle;
@@ -24,7 +24,7 @@ use crate::domain::address::DeliveryAddress;
 use crate::domain::card_number::mask;
 use crate::domain::expiry::window_months;
 use crate::fees::http::HttpCharger;
-use crate::store::{ChunkTx, NewRun, PageQuery, RunStatus, RunSummary, Scope, Store, StoreError, Trigger};
+use crate::store::{ChunkTx, NewRun, PageQuery, RunStatus, RunSummary, Scope, SlotClaim, Store, StoreError, Trigger};
 
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -36,6 +36,51 @@ pub struct RunRequest {
     /// With `card`: the delivery address to use instead of the member's registered one.
     pub delivery: Option<DeliveryAddress>,
     pub limit: Option<u64>,
+    /// A scheduled run: the slot it claims with its row (or takes over).
+    pub slot: Option<SlotClaim>,
+    /// Told the run's id as soon as its row exists.
+    pub started: StartNotice,
+}
+
+impl RunRequest {
+    /// A full run of `as_of`.
+    pub fn full(as_of: NaiveDate, trigger: Trigger) -> Self {
+        Self {
+            as_of,
+            trigger,
+            dry_run: false,
+            card: None,
+            delivery: None,
+            limit: None,
+            slot: None,
+            started: StartNotice::default(),
+        }
+    }
+}
+
+/// Hands a run's id to whoever asked for the run (the admin endpoint's 202) once its row exists.
+#[derive(Clone, Default)]
+pub struct StartNotice(Option<Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<i64>>>>>);
+
+impl StartNotice {
+    pub fn channel() -> (Self, tokio::sync::oneshot::Receiver<i64>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Self(Some(Arc::new(std::sync::Mutex::new(Some(tx))))), rx)
+    }
+
+    pub fn send(&self, run_id: i64) {
+        if let Some(slot) = &self.0
+            && let Some(tx) = slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            let _ = tx.send(run_id);
+        }
+    }
+}
+
+impl std::fmt::Debug for StartNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "StartNotice(waiting)" } else { "StartNotice(none)" })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +140,22 @@ struct Shared {
     charger: Option<Arc<HttpCharger>>,
 }
 
+impl Shared {
+    /// Cards whose results committed: counted, logged (`duration_ms`: unless the reissue
+    /// operation logged them itself) and, for real runs, added to the process's metrics.
+    fn committed(&self, cards: &[CardEvent], duration_ms: Option<u64>) {
+        self.tally.add(cards);
+        for card in cards {
+            if let Some(duration_ms) = duration_ms {
+                events::card_result(&self.fields, card, duration_ms);
+            }
+            if !self.ctx.dry_run {
+                crate::metrics::card(card.code, card.fee);
+            }
+        }
+    }
+}
+
 enum Stopped {
     Drained,
     Interrupted,
@@ -139,7 +200,9 @@ pub async fn execute<S: Store>(
         for id in store.close_abandoned_runs().await? {
             tracing::warn!(event = "run_abandoned", run_id = id, "closed run left running by a dead process as failed");
         }
-        Some(store.start_run(&new_run(settings, &request, scope)).await?)
+        let handle = store.start_run(&new_run(settings, &request, scope)).await?;
+        request.started.send(handle.id);
+        Some(handle)
     };
     let run_id = handle.as_ref().map(|h| h.id);
     let charger = if run_id.is_some() { charger } else { None };
@@ -225,6 +288,9 @@ pub async fn execute<S: Store>(
         None => shared.tally.summary(run_of(&request, settings, &shared, scope, started), status, reason),
     };
     events::run_summary(&fields, &summary, started.elapsed().as_millis() as i64);
+    if !request.dry_run {
+        crate::metrics::run_ended(request.trigger, status, started.elapsed(), summary.pending);
+    }
     match outcome {
         Err(e) => Err(e),
         Ok(_) => Ok(RunReport::Finished { summary: Box::new(summary), status, card: card_outcome }),
@@ -245,10 +311,7 @@ async fn settle_leftovers<S: Store>(store: &S, shared: &Shared, shutdown: &Cance
     let settled = settle::charge_and_finish(store, charger, run_id, leftovers, settle::Origin::Leftover, hook).await?;
     shared.tally.add_pending(settled.pending);
     let duration_ms = started.elapsed().as_millis() as u64;
-    shared.tally.add(&settled.cards);
-    for card in &settled.cards {
-        events::card_result(&shared.fields, card, duration_ms);
-    }
+    shared.committed(&settled.cards, Some(duration_ms));
     Ok(())
 }
 
@@ -273,6 +336,7 @@ fn new_run(settings: &Settings, request: &RunRequest, scope: Scope) -> NewRun {
         }),
         version: crate::VERSION.to_owned(),
         fee_mode: settings.fees.mode.as_str().to_owned(),
+        slot: request.slot.clone(),
     }
 }
 
@@ -290,7 +354,7 @@ async fn single<S: Store>(
     let done = reissue::reissue_one(store, &shared.ctx, &shared.fields, charger, card, shutdown).await?;
     shared.chunks.fetch_add(1, Ordering::SeqCst);
     shared.tally.add_pending(done.pending);
-    shared.tally.add(&done.results);
+    shared.committed(&done.results, None);
     let stopped = if charger.is_some_and(|c| c.tripped()) { Stopped::Dependency } else { Stopped::Drained };
     Ok((stopped, Some(done.outcome)))
 }
@@ -434,10 +498,7 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
         hooks::pace_after_commit().await;
 
         let duration_ms = chunk_started.elapsed().as_millis() as u64;
-        shared.tally.add(&written.cards);
-        for card in &written.cards {
-            events::card_result(&shared.fields, card, duration_ms);
-        }
+        shared.committed(&written.cards, Some(duration_ms));
         if let (Some(charger), Some(run_id), false) = (&shared.charger, shared.ctx.run_id, written.reserved.is_empty())
         {
             let hook = settle::HookAt { chunk: chunk_no, committed_cards, shutdown };
@@ -446,10 +507,7 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
                     .await?;
             shared.tally.add_pending(settled.pending);
             let duration_ms = chunk_started.elapsed().as_millis() as u64;
-            shared.tally.add(&settled.cards);
-            for card in &settled.cards {
-                events::card_result(&shared.fields, card, duration_ms);
-            }
+            shared.committed(&settled.cards, Some(duration_ms));
         }
     }
 }

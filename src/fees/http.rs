@@ -294,10 +294,19 @@ impl HttpCharger {
         if !api_key.is_empty() {
             call = call.header(self.settings.api_key_header.as_str(), api_key);
         }
-        match call.send().await {
+        let started = Instant::now();
+        let result = match call.send().await {
             Err(e) => Err(Attempt::Transient { reason: transport_reason(&e), retry_after: None }),
             Ok(response) => classify(response).await,
-        }
+        };
+        let outcome = match &result {
+            Ok(ChargeOutcome::Charged { .. }) => "charged",
+            Ok(ChargeOutcome::Declined { .. }) => "declined",
+            Ok(_) | Err(Attempt::Transient { .. }) => "retryable",
+            Err(Attempt::Fatal(_)) => "refused",
+        };
+        crate::metrics::fee_request(outcome, started.elapsed());
+        result
     }
 
     /// Counts charges, not attempts: a charge that succeeds after retries is no failure, while

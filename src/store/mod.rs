@@ -33,6 +33,8 @@ pub enum StoreError {
     Query { context: &'static str, source: sqlx::Error },
     #[error("run lock file {path}: {source}")]
     RunLock { path: String, source: std::io::Error },
+    #[error("slot {at} of schedule {schedule} is taken{}", held.as_deref().map(|r| format!(" (held: {r})")).unwrap_or_default())]
+    SlotTaken { schedule: String, at: String, held: Option<String> },
     #[error("invariant broken while {context}: {detail}")]
     Invariant { context: &'static str, detail: String },
 }
@@ -127,7 +129,7 @@ pub trait ChunkTx: Send {
 
 /// What the batch and the reissue operation ask of a database: chunk transactions, and the
 /// reads around them. Run rows and administration come with it (supertraits).
-pub trait Store: RunLog + Admin + Clone + Send + Sync + 'static {
+pub trait Store: RunLog + Admin + Schedules + Clone + Send + Sync + 'static {
     type Chunk: ChunkTx;
 
     /// Opens a write transaction for one chunk (read-only when `dry_run`).
@@ -167,6 +169,26 @@ pub trait RunLog {
     fn run_summary(&self, run_id: Option<i64>) -> impl Future<Output = Result<Option<RunSummary>, StoreError>> + Send;
 }
 
+/// What the daemon reads and writes about its slots, and the gauges it exports.
+pub trait Schedules {
+    /// The schedule's first date, completed dates and claimed slots since `since`.
+    fn schedule_history(
+        &self,
+        schedule: &str,
+        since: chrono::NaiveDate,
+    ) -> impl Future<Output = Result<ScheduleHistory, StoreError>> + Send;
+
+    /// Marks a slot held: its run stopped for a person, no replica takes it over.
+    fn hold_slot(
+        &self,
+        schedule: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn db_gauges(&self) -> impl Future<Output = Result<DbGauges, StoreError>> + Send;
+}
+
 /// Administration and maintenance: the schema, retention, query plans.
 pub trait Admin {
     fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -174,7 +196,11 @@ pub trait Admin {
     /// Fails unless the schema is the one this binary carries, or newer by additive migrations.
     fn check_schema(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Deletes result rows created before `cutoff`; returns how many.
+    /// Readiness: the database answers and its schema is one this binary runs on. SQLite asks
+    /// through its own read-only connection, so a run holding the write lock does not fail it.
+    fn probe_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes result rows (and schedule slot rows) created before `cutoff`; returns how many results.
     fn prune_results(
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
@@ -255,6 +281,10 @@ pub(crate) fn compare_migrations(
     } else {
         Err(StoreError::SchemaBehind { detail: format!("migrations not applied: {}", missing.join(", ")) })
     }
+}
+
+pub(crate) fn slot_taken(claim: &SlotClaim, held: Option<String>) -> StoreError {
+    StoreError::SlotTaken { schedule: claim.schedule.clone(), at: claim.at.to_rfc3339(), held }
 }
 
 impl StoreError {

@@ -205,7 +205,30 @@ pub(crate) fn parse_apply_nos(raw: Vec<String>) -> Result<Vec<CardApplyNo>, Stor
 /// A new `running` run row. $9 is the start time, $6 how its liveness is held ('file' or
 /// 'advisory'); each engine binds its own date, JSON and timestamp types.
 pub(crate) const INSERT_RUN_SQL: &str = "INSERT INTO run (as_of, trigger, scope, params, status, owner, lock_token, \
-     version, fee_mode, started_at) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9) RETURNING id";
+     version, fee_mode, started_at, slot_id) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9, $10) RETURNING id";
+
+/// Claims a slot: a row only the first claimer inserts (no row back: it was taken).
+pub(crate) const CLAIM_SLOT_SQL: &str = "INSERT INTO schedule_slot (schedule, slot_at, as_of, claimed_by, claimed_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (schedule, slot_at) DO NOTHING RETURNING id";
+pub(crate) const FIND_SLOT_SQL: &str = "SELECT id, held_reason FROM schedule_slot WHERE schedule = $1 AND slot_at = $2";
+pub(crate) const HOLD_SLOT_SQL: &str = "UPDATE schedule_slot SET held_reason = $3 WHERE schedule = $1 AND slot_at = $2";
+pub(crate) const FIRST_SCHEDULED_DATE_SQL: &str = "SELECT min(as_of) FROM (SELECT as_of FROM schedule_slot \
+     WHERE schedule = $1 UNION ALL SELECT as_of FROM run WHERE trigger = 'schedule') AS d";
+pub(crate) const COMPLETED_DATES_SQL: &str =
+    "SELECT DISTINCT as_of FROM run WHERE scope = 'full' AND status = 'completed' AND as_of >= $1";
+pub(crate) const SLOTS_SINCE_SQL: &str = "SELECT s.slot_at, s.as_of, s.held_reason, EXISTS (SELECT 1 FROM run r \
+     WHERE r.slot_id = s.id AND r.status = 'running') AS running FROM schedule_slot s \
+     WHERE s.schedule = $1 AND s.as_of >= $2 ORDER BY s.slot_at";
+pub(crate) const LAST_SUCCESS_SQL: &str = "SELECT max(finished_at) FROM run WHERE scope = 'full' AND status = 'completed' \
+     AND as_of = (SELECT max(as_of) FROM run WHERE scope = 'full' AND status = 'completed')";
+pub(crate) const PENDING_GAUGE_SQL: &str =
+    "SELECT count(*), min(created_at) FROM card_application WHERE payment_state = 'PENDING_PAYMENT'";
+pub(crate) const PRUNE_SLOTS_SQL: &str = "DELETE FROM schedule_slot WHERE slot_at < $1";
+
+/// Whether an insert failed on a unique index (the slot's one running run).
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
 
 /// Closes a run row, only while it is still `running` (see `expect_run_closed`).
 pub(crate) const END_RUN_SQL: &str = "UPDATE run SET status = $2, reason = $3, finished_at = $4, read_count = $5, \

@@ -231,6 +231,50 @@ pub struct NewRun {
     pub params: serde_json::Value,
     pub version: String,
     pub fee_mode: String,
+    /// A scheduled run: the slot it claims (or takes over) in the same transaction as its row.
+    pub slot: Option<SlotClaim>,
+}
+
+/// A schedule slot a run claims. `takeover: false` inserts the slot row and fails with
+/// `SlotTaken` when it exists; `takeover: true` links a new run to the existing row and fails
+/// with `SlotTaken` when another run of the slot is running or the slot is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotClaim {
+    pub schedule: String,
+    pub at: DateTime<Utc>,
+    pub as_of: NaiveDate,
+    pub takeover: bool,
+}
+
+/// What the daemon reads to decide on catch-up and takeover.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleHistory {
+    /// The earliest business date of any slot of the schedule or scheduled run: nothing older
+    /// is caught up or counted missed (a first deploy does not renew last week).
+    pub first_date: Option<NaiveDate>,
+    /// Dates since the asked date with a completed full run (any trigger).
+    pub completed: std::collections::BTreeSet<NaiveDate>,
+    /// Claimed slots since the asked date, by instant.
+    pub slots: Vec<SlotRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRecord {
+    pub at: DateTime<Utc>,
+    pub as_of: NaiveDate,
+    /// Its run stopped for a person (exit 5): no replica takes it over.
+    pub held_reason: Option<String>,
+    /// A run of the slot is `running` (close abandoned runs first to make this mean alive).
+    pub running: bool,
+}
+
+/// The gauges read from the database, the same on every replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbGauges {
+    /// Finish time of the completed full run of the latest completed as-of.
+    pub last_success: Option<DateTime<Utc>>,
+    pub pending_reservations: i64,
+    pub oldest_pending: Option<DateTime<Utc>>,
 }
 
 /// A started run. Holding it holds the run's liveness lock; `finish_run` releases it.

@@ -267,6 +267,8 @@ pub fn tail(text: &str) -> String {
 pub struct Spawned {
     pub child: Child,
     pub stderr_lines: mpsc::Receiver<String>,
+    /// Every stderr line so far, whoever read the channel.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Spawned {
@@ -274,14 +276,15 @@ impl Spawned {
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn the binary");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                keep.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
             }
         });
-        Self { child, stderr_lines: rx }
+        Self { child, stderr_lines: rx, log }
     }
 
     /// Waits (bounded) for a stderr line containing `needle`.
@@ -301,6 +304,23 @@ impl Spawned {
     pub fn stderr_so_far(&self) -> String {
         let lines: Vec<String> = self.stderr_lines.try_iter().collect();
         tail(&lines.join("\n"))
+    }
+
+    /// The JSON log events with this `event` name, so far.
+    pub fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == event)
+            .collect()
+    }
+
+    /// Sends SIGTERM (a clean stop).
+    pub fn terminate(&self) {
+        use nix::sys::signal::{Signal, kill};
+        let _ = kill(nix::unistd::Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
     }
 
     pub fn kill(&mut self) {

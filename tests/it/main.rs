@@ -10,4 +10,5 @@ mod fees_http;
 mod postgres;
 mod race;
 mod run;
+mod schedule;
 mod store;

@@ -63,6 +63,7 @@ fn new_run() -> NewRun {
         params: serde_json::json!({}),
         version: "test".to_owned(),
         fee_mode: "ledger".to_owned(),
+        slot: None,
     }
 }
 

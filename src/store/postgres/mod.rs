@@ -5,6 +5,7 @@
 mod chunk;
 mod demo;
 mod runs;
+mod slots;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-use super::rows::PRUNE_RESULTS_SQL;
+use super::rows::{PRUNE_RESULTS_SQL, PRUNE_SLOTS_SQL};
 pub use chunk::PgChunk;
 pub use runs::RUN_LOCK_SPACE;
 
@@ -22,8 +23,8 @@ pub use runs::RUN_LOCK_SPACE;
 pub const APPLICATION_NAME: &str = "renewal-worker";
 
 use super::{
-    Admin, Context, DemoData, DemoLoad, NewRun, PageQuery, Reservation, RunHandle, RunLog, RunStatus, RunSummary,
-    Store, StoreError,
+    Admin, Context, DbGauges, DemoData, DemoLoad, NewRun, PageQuery, Reservation, RunHandle, RunLog, RunStatus,
+    RunSummary, ScheduleHistory, Schedules, Store, StoreError,
 };
 use crate::config::{DatabaseSettings, redact_url};
 use crate::store::sqlite::Create;
@@ -139,6 +140,20 @@ impl RunLog for PgStore {
     }
 }
 
+impl Schedules for PgStore {
+    async fn schedule_history(&self, schedule: &str, since: chrono::NaiveDate) -> Result<ScheduleHistory, StoreError> {
+        slots::history(&self.pool, schedule, since).await
+    }
+
+    async fn hold_slot(&self, schedule: &str, at: DateTime<Utc>, reason: &str) -> Result<(), StoreError> {
+        slots::hold(&self.pool, schedule, at, reason).await
+    }
+
+    async fn db_gauges(&self) -> Result<DbGauges, StoreError> {
+        slots::gauges(&self.pool).await
+    }
+}
+
 impl Admin for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         // The migrator takes an advisory lock: replicas may start together.
@@ -156,9 +171,16 @@ impl Admin for PgStore {
         super::compare_migrations(&MIGRATOR, &applied)
     }
 
+    async fn probe_ready(&self) -> Result<(), StoreError> {
+        self.check_schema().await
+    }
+
     async fn prune_results(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.context("pruning old results")?;
         let done =
-            sqlx::query(PRUNE_RESULTS_SQL).bind(cutoff).execute(&self.pool).await.context("pruning old results")?;
+            sqlx::query(PRUNE_RESULTS_SQL).bind(cutoff).execute(&mut *tx).await.context("pruning old results")?;
+        sqlx::query(PRUNE_SLOTS_SQL).bind(cutoff).execute(&mut *tx).await.context("pruning old schedule slots")?;
+        tx.commit().await.context("pruning old results")?;
         Ok(done.rows_affected())
     }
 

@@ -8,8 +8,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
-use crate::store::rows::{END_RUN_SQL, INSERT_RUN_SQL, RUN_ROW_SQL, RUNNING_RUNS_SQL, expect_run_closed, run_enums};
-use crate::store::{CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, totals};
+use crate::store::rows::{
+    CLAIM_SLOT_SQL, END_RUN_SQL, FIND_SLOT_SQL, INSERT_RUN_SQL, RUN_ROW_SQL, RUNNING_RUNS_SQL, expect_run_closed,
+    is_unique_violation, run_enums,
+};
+use crate::store::{
+    CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, SlotClaim, StoreError, slot_taken, totals,
+};
 
 /// The advisory-lock namespace of run liveness ("RENW"): `pg_advisory_lock(RUN_LOCK_SPACE, run id)`.
 pub const RUN_LOCK_SPACE: i32 = 0x5245_4e57;
@@ -31,7 +36,11 @@ pub(super) async fn start(options: &PgConnectOptions, run: &NewRun) -> Result<Ru
     // Row and lock appear together: the lock is taken before the row commits, so a closer
     // never sees a live run's row without its lock.
     let mut tx = conn.begin().await.context("starting a run")?;
-    let id: i64 = sqlx::query_scalar(INSERT_RUN_SQL)
+    let slot_id = match &run.slot {
+        Some(claim) => Some(claim_slot(&mut tx, claim).await?),
+        None => None,
+    };
+    let inserted = sqlx::query_scalar(INSERT_RUN_SQL)
         .bind(run.as_of)
         .bind(run.trigger.as_str())
         .bind(run.scope.as_str())
@@ -41,9 +50,13 @@ pub(super) async fn start(options: &PgConnectOptions, run: &NewRun) -> Result<Ru
         .bind(&run.version)
         .bind(&run.fee_mode)
         .bind(Utc::now())
+        .bind(slot_id)
         .fetch_one(&mut *tx)
-        .await
-        .context("inserting the run row")?;
+        .await;
+    let id: i64 = match (inserted, &run.slot) {
+        (Err(e), Some(claim)) if is_unique_violation(&e) => return Err(slot_taken(claim, None)),
+        (inserted, _) => inserted.context("inserting the run row")?,
+    };
     sqlx::query("SELECT pg_advisory_lock($1, $2)")
         .bind(RUN_LOCK_SPACE)
         .bind(lock_key(id)?)
@@ -52,6 +65,35 @@ pub(super) async fn start(options: &PgConnectOptions, run: &NewRun) -> Result<Ru
         .context("taking the run lock")?;
     tx.commit().await.context("starting a run")?;
     Ok(RunHandle { id, guard: RunGuard::Advisory(Box::new(conn)) })
+}
+
+/// The slot row a run links to: inserted by the first claimer, found by a takeover.
+async fn claim_slot(conn: &mut PgConnection, claim: &SlotClaim) -> Result<i64, StoreError> {
+    if !claim.takeover {
+        let id: Option<i64> = sqlx::query_scalar(CLAIM_SLOT_SQL)
+            .bind(&claim.schedule)
+            .bind(claim.at)
+            .bind(claim.as_of)
+            .bind(owner())
+            .bind(Utc::now())
+            .fetch_optional(&mut *conn)
+            .await
+            .context("claiming a schedule slot")?;
+        return id.ok_or_else(|| slot_taken(claim, None));
+    }
+    let row: Option<(i64, Option<String>)> = sqlx::query_as(FIND_SLOT_SQL)
+        .bind(&claim.schedule)
+        .bind(claim.at)
+        .fetch_optional(&mut *conn)
+        .await
+        .context("finding a schedule slot")?;
+    match row {
+        Some((id, None)) => Ok(id),
+        Some((_, held)) => Err(slot_taken(claim, held)),
+        None => {
+            Err(StoreError::Invariant { context: "taking over a slot", detail: format!("slot {} vanished", claim.at) })
+        }
+    }
 }
 
 pub(super) async fn close_abandoned(pool: &PgPool) -> Result<Vec<i64>, StoreError> {

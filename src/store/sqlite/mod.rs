@@ -4,6 +4,7 @@
 mod chunk;
 mod demo;
 mod runs;
+mod slots;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -12,12 +13,12 @@ use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::rows::PRUNE_RESULTS_SQL;
+use super::rows::{PRUNE_RESULTS_SQL, PRUNE_SLOTS_SQL};
 pub use chunk::SqliteChunk;
 
 use super::{
-    Admin, Context, DemoData, DemoLoad, NewRun, PageQuery, Reservation, RunHandle, RunLog, RunStatus, RunSummary,
-    Store, StoreError,
+    Admin, Context, DbGauges, DemoData, DemoLoad, NewRun, PageQuery, Reservation, RunHandle, RunLog, RunStatus,
+    RunSummary, ScheduleHistory, Schedules, Store, StoreError,
 };
 use crate::config::DatabaseSettings;
 
@@ -139,6 +140,20 @@ impl RunLog for SqliteStore {
     }
 }
 
+impl Schedules for SqliteStore {
+    async fn schedule_history(&self, schedule: &str, since: chrono::NaiveDate) -> Result<ScheduleHistory, StoreError> {
+        slots::history(self, schedule, since).await
+    }
+
+    async fn hold_slot(&self, schedule: &str, at: DateTime<Utc>, reason: &str) -> Result<(), StoreError> {
+        slots::hold(self, schedule, at, reason).await
+    }
+
+    async fn db_gauges(&self) -> Result<DbGauges, StoreError> {
+        slots::gauges(self).await
+    }
+}
+
 impl Admin for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
@@ -156,9 +171,16 @@ impl Admin for SqliteStore {
         super::compare_migrations(&MIGRATOR, &applied)
     }
 
+    async fn probe_ready(&self) -> Result<(), StoreError> {
+        slots::probe(self).await
+    }
+
     async fn prune_results(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.context("pruning old results")?;
         let done =
-            sqlx::query(PRUNE_RESULTS_SQL).bind(ts(cutoff)).execute(&self.pool).await.context("pruning old results")?;
+            sqlx::query(PRUNE_RESULTS_SQL).bind(ts(cutoff)).execute(&mut *tx).await.context("pruning old results")?;
+        sqlx::query(PRUNE_SLOTS_SQL).bind(ts(cutoff)).execute(&mut *tx).await.context("pruning old schedule slots")?;
+        tx.commit().await.context("pruning old results")?;
         Ok(done.rows_affected())
     }
 
