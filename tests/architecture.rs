@@ -47,6 +47,17 @@ struct Facts {
 }
 
 impl<'ast> Visit<'ast> for Facts {
+    /// Unit-test modules (`#[cfg(test)]`) are not library code.
+    fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
+        let test_only = item
+            .attrs
+            .iter()
+            .any(|a| a.path().is_ident("cfg") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "test"));
+        if !test_only {
+            syn::visit::visit_item_mod(self, item);
+        }
+    }
+
     fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
         flatten_use(&item.tree, String::new(), &mut self.paths);
     }
@@ -227,16 +238,19 @@ fn the_checks_catch_what_they_look_for() {
         fn f() { let s = "sqlite://x"; let _ = x.unwrap(); todo!(); format!("SELECT {}", 1); }
         async fn g() { h().await }
         struct S;
+        #[cfg(test)]
+        mod tests { fn t() { let _ = y.expect("in a unit test"); } }
     "#;
     let syntax = syn::parse_file(source).expect("parses");
     let mut f = Facts::default();
     f.visit_file(&syntax);
     assert!(f.paths.iter().any(|p| p == "sqlx::Row"));
     assert!(f.methods.contains(&"unwrap".to_owned()));
+    assert!(!f.methods.contains(&"expect".to_owned()), "unit-test modules are not library code");
     assert!(f.macros.contains(&"todo".to_owned()));
     assert!(f.strings.iter().any(|s| s.starts_with("SELECT ")));
     assert!(f.strings.iter().any(|s| s == "sqlite://x"));
     assert_eq!(f.asyncs, 2);
-    assert_eq!(f.non_fn_items, 1);
+    assert_eq!(f.non_fn_items, 2, "the struct and the test module");
     assert!(!f.paths.iter().any(|p| p == "sqlx::query"), "comments are not code");
 }

@@ -248,8 +248,8 @@ impl<S: Store> Daemon<S> {
 
     fn start(&mut self, kind: Kind, as_of: NaiveDate, slot: Option<Slot>, notice: StartNotice) -> InFlight {
         let (trigger, claim) = match &kind {
-            Kind::Tick => (Trigger::Schedule, slot.map(|s| self.claim(s, false))),
-            Kind::Planned(p) => (Trigger::Schedule, Some(self.claim(p.slot, p.takeover))),
+            Kind::Tick => (Trigger::Schedule, slot.map(|s| self.slot_claim(s, false))),
+            Kind::Planned(p) => (Trigger::Schedule, Some(self.slot_claim(p.slot, p.takeover))),
             Kind::Manual { .. } => (Trigger::Manual, None),
         };
         let stagger = match kind {
@@ -258,14 +258,18 @@ impl<S: Store> Daemon<S> {
         };
         let run_id = Arc::new(std::sync::Mutex::new(None));
         let (own_notice, own_started) = StartNotice::channel();
-        let request = RunRequest { slot: claim, started: own_notice, ..RunRequest::full(as_of, trigger) };
+        let request = RunRequest { slot: claim.clone(), started: own_notice, ..RunRequest::full(as_of, trigger) };
         let (app, shutdown, seen) = (Arc::clone(&self.app), self.shutdown.clone(), Arc::clone(&run_id));
+        let claimed = claim.as_ref().map(|c| (c.at.to_rfc3339(), c.as_of.to_string(), c.takeover));
         let task = tokio::spawn(async move {
             tokio::time::sleep(stagger).await;
             let forward = tokio::spawn(async move {
                 if let Ok(id) = own_started.await {
                     *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
                     notice.send(id);
+                    if let Some((slot_utc, business_date, takeover)) = claimed {
+                        tracing::info!(event = "slot_claimed", run_id = id, slot_utc, business_date, takeover);
+                    }
                 }
             });
             let result = app.run_once(request, shutdown).await;
@@ -275,7 +279,7 @@ impl<S: Store> Daemon<S> {
         InFlight { kind, as_of, slot, run_id, task }
     }
 
-    fn claim(&self, slot: Slot, takeover: bool) -> SlotClaim {
+    fn slot_claim(&self, slot: Slot, takeover: bool) -> SlotClaim {
         SlotClaim { schedule: self.name.clone(), at: slot.at, as_of: slot.business_date, takeover }
     }
 

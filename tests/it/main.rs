@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod fee_server;
 mod fees_http;
+mod observability;
 mod postgres;
 mod race;
 mod run;

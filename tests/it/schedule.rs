@@ -448,3 +448,31 @@ async fn a_run_stopped_for_a_person_holds_its_slot_and_paused_ticks_start_nothin
     assert_eq!(count(&paused, "SELECT count(*) FROM run").await, 0);
     assert!(worker.events("tick").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_and_leaves_no_half_written_chunk() {
+    let db = TestDb::new().with_env("RENEWAL__RUN__CHUNK_SIZE", "10").with_env("RENEWAL__RUN__CONCURRENCY", "1");
+    db.seed(300);
+    // Each commit is followed by a long pause the first signal cannot cut short.
+    let mut cmd = db.command(&["schedule", "--run-now", "--as-of", AS_OF]);
+    cmd.env("RENEWAL__METRICS__LISTEN", format!("127.0.0.1:{}", free_port())).env(CHUNK_DELAY_ENV, "30000");
+    let mut worker = Spawned::start(&mut cmd);
+    eventually("a chunk committed", Duration::from_secs(60), || async {
+        count(&db, "SELECT count(*) FROM result").await > 0
+    })
+    .await;
+    worker.terminate();
+    worker.wait_for_line("shutdown_waiting_for_run", Duration::from_secs(10));
+    let second = Instant::now();
+    worker.terminate();
+    assert_eq!(worker.wait(Duration::from_secs(10)), Some(4), "a second signal exits 4");
+    assert!(second.elapsed() < Duration::from_secs(3), "at once: {:?}", second.elapsed());
+    let (results, chunks): (i64, i64) = sqlx::query_as("SELECT count(*), count(DISTINCT created_at) FROM result")
+        .fetch_one(&db.pool().await)
+        .await
+        .unwrap();
+    assert_eq!((results, chunks), (10, 1), "one whole chunk committed, nothing half-written");
+    // The next run finishes the date.
+    db.run_as_of();
+    assert_eq!(count(&db, "SELECT count(*) FROM run WHERE status = 'completed'").await, 1);
+}

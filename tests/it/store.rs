@@ -13,7 +13,7 @@ use renewal_worker::domain::ids::CardApplyNo;
 use renewal_worker::store::sqlite::Create;
 use renewal_worker::store::{
     Candidate, ChunkTx, Claimed, Debit, DemoLoad, NewApplication, NewRun, PageQuery, PaymentState, ResultRow,
-    RunStatus, Scope, Settlement, Store, Trigger,
+    RunStatus, Scope, Settlement, SlotClaim, SlotRecord, Store, StoreError, Trigger,
 };
 
 use crate::common::*;
@@ -228,4 +228,43 @@ async fn conformance<S: Store + DemoLoad>(store: &S, db: &TestDb) {
     let orphan = store.run_summary(Some(orphan_id)).await.unwrap().unwrap();
     assert_eq!(orphan.status, RunStatus::Failed);
     assert!(orphan.reason.is_some_and(|r| r.contains("abandoned")));
+    schedules(store).await;
+}
+
+/// Schedules, and slot claims through `start_run`: a slot is claimed once with its run row; a
+/// takeover links another run to it only while none of its runs is running and it is not held.
+async fn schedules<S: Store>(store: &S) {
+    use chrono::TimeZone;
+    let at = chrono::Utc.with_ymd_and_hms(2026, 11, 20, 2, 0, 0).unwrap();
+    let claim = SlotClaim { schedule: "nightly".to_owned(), at, as_of: as_of(), takeover: false };
+    let with = |claim: &SlotClaim| NewRun { trigger: Trigger::Schedule, slot: Some(claim.clone()), ..new_run() };
+    let taken = |r: Result<_, StoreError>| matches!(r, Err(StoreError::SlotTaken { .. }));
+    let first = store.start_run(&with(&claim)).await.expect("the first claim");
+    assert!(taken(store.start_run(&with(&claim)).await), "a slot is claimed once");
+    let takeover = SlotClaim { takeover: true, ..claim.clone() };
+    assert!(taken(store.start_run(&with(&takeover)).await), "no takeover while a run of the slot is running");
+    let history = store.schedule_history("nightly", as_of()).await.unwrap();
+    assert_eq!(history.first_date, Some(as_of()));
+    assert!(history.completed.contains(&as_of()), "the completed full run above");
+    assert_eq!(history.slots, vec![SlotRecord { at, as_of: as_of(), held_reason: None, running: true }]);
+    assert!(store.schedule_history("other", as_of()).await.unwrap().slots.is_empty(), "per schedule name");
+    store.finish_run(first, RunStatus::Interrupted, None, 0).await.unwrap();
+    let second = store.start_run(&with(&takeover)).await.expect("a takeover once the slot's run ended");
+    store.finish_run(second, RunStatus::Failed, Some("limit"), 0).await.unwrap();
+    store.hold_slot("nightly", at, "blast-radius limit").await.unwrap();
+    match store.start_run(&with(&takeover)).await {
+        Err(StoreError::SlotTaken { held: Some(reason), .. }) => assert_eq!(reason, "blast-radius limit"),
+        other => panic!("a held slot is not taken over: {other:?}"),
+    }
+    let history = store.schedule_history("nightly", as_of()).await.unwrap();
+    assert_eq!(history.slots[0].held_reason.as_deref(), Some("blast-radius limit"));
+    assert!(!history.slots[0].running);
+    // The gauges and readiness.
+    let gauges = store.db_gauges().await.unwrap();
+    assert!(gauges.last_success.is_some());
+    assert_eq!((gauges.pending_reservations, gauges.oldest_pending), (0, None));
+    store.probe_ready().await.expect("ready");
+    // Slot rows go with the results at retention; their runs stay, unlinked.
+    store.prune_results(chrono::Utc::now() + chrono::Duration::days(1)).await.unwrap();
+    assert!(store.schedule_history("nightly", as_of()).await.unwrap().slots.is_empty());
 }
