@@ -133,6 +133,11 @@ async fn on_store<S: Store + DemoLoad>(
             }
             let handle = metrics::install(&settings.metrics.currency).map_err(AppError::Failed)?;
             let result = run(store, settings, request, shutdown).await;
+            // The pushed group is the last run's view: the (db) gauges as this run leaves them.
+            match store.db_gauges().await {
+                Ok(gauges) => metrics::db_gauges(&gauges, Utc::now()),
+                Err(e) => tracing::warn!(event = "gauges_refresh_failed", error = %e),
+            }
             match metrics::push(&settings.metrics.pushgateway_url, &handle).await {
                 Ok(()) => tracing::info!(event = "metrics_pushed", job = metrics::PUSH_JOB),
                 Err(e) => tracing::warn!(event = "metrics_push_failed", error = %e, "the run's result stands"),

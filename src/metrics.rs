@@ -26,6 +26,10 @@ pub const MISSED_DATES_TOTAL: &str = "renewal_schedule_missed_dates_total";
 pub const TICKS_SKIPPED_TOTAL: &str = "renewal_schedule_ticks_skipped_total";
 pub const SLOTS_TOTAL: &str = "renewal_schedule_slots_total";
 pub const BUILD_INFO: &str = "renewal_build_info";
+pub const API_REQUESTS_TOTAL: &str = "renewal_api_requests_total";
+pub const API_REQUEST_DURATION: &str = "renewal_api_request_duration_seconds";
+/// The sync API's route (served by `serve`).
+pub const API_ROUTE: &str = "/api/v1/prepay-card/expired/reissue";
 
 /// Every code a result row can carry.
 pub const CODES: [&str; 11] = [
@@ -50,7 +54,7 @@ pub fn install(currency: &str) -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(RUN_DURATION_SECONDS.to_owned()), &RUN_BUCKETS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(FEE_REQUEST_DURATION.to_owned()), &FEE_BUCKETS))
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_request_duration_seconds".to_owned()), &FEE_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(API_REQUEST_DURATION.to_owned()), &FEE_BUCKETS))
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
@@ -66,7 +70,17 @@ pub fn install(currency: &str) -> Result<PrometheusHandle, String> {
     counter!(FEES_CHARGED_TOTAL, "currency" => currency.to_owned()).absolute(0);
     for outcome in FEE_OUTCOMES {
         counter!(FEE_REQUESTS_TOTAL, "outcome" => outcome).absolute(0);
+        let _ = histogram!(FEE_REQUEST_DURATION, "outcome" => outcome);
     }
+    for trigger in Trigger::ALL {
+        let _ = histogram!(RUN_DURATION_SECONDS, "trigger" => trigger.as_str());
+    }
+    // The API's answers: 200 with 000_000, 400 with each refusal code of the seed's contract.
+    for code in CODES.iter().filter(|c| !c.starts_with("900")) {
+        let status = if *code == "000_000" { "200" } else { "400" };
+        counter!(API_REQUESTS_TOTAL, "route" => API_ROUTE, "status" => status, "code" => *code).absolute(0);
+    }
+    let _ = histogram!(API_REQUEST_DURATION, "route" => API_ROUTE);
     for outcome in SLOT_OUTCOMES {
         counter!(SLOTS_TOTAL, "outcome" => outcome).absolute(0);
     }
@@ -99,6 +113,8 @@ fn describe() {
     describe_counter!(TICKS_SKIPPED_TOTAL, "Ticks skipped because a run was going in this process.");
     describe_counter!(SLOTS_TOTAL, "Slots this daemon handled, by what it did with them.");
     describe_gauge!(BUILD_INFO, "1, labelled with the binary's version.");
+    describe_counter!(API_REQUESTS_TOTAL, "Requests the sync API answered, by route, HTTP status and code.");
+    describe_histogram!(API_REQUEST_DURATION, metrics::Unit::Seconds, "Duration of the sync API's requests.");
 }
 
 pub fn run_ended(trigger: Trigger, status: RunStatus, duration: Duration, cards_left: i64) {

@@ -272,6 +272,12 @@ impl<S: Store> Daemon<S> {
                     }
                 }
             });
+            // A rolling deploy may have migrated the schema since this process started: a
+            // schema it must not run on stops the run before it claims anything (exit-5 rule).
+            if let Err(e) = app.store().check_schema().await {
+                forward.abort();
+                return Err(RunError::Store(e));
+            }
             let result = app.run_once(request, shutdown).await;
             let _ = forward.await;
             result
@@ -330,11 +336,19 @@ impl<S: Store> Daemon<S> {
             }
             Err(e) => {
                 tracing::error!(event = "slot_run_failed", slot_utc = %slot_utc, business_date = %as_of, error = %e);
-                if let (Some(slot), true) = (slot, stops_for_person(e)) {
-                    // Exit 5: a person looks before anything retries; no replica takes it over.
-                    if let Err(hold) = self.app.store().hold_slot(&self.name, slot.at, &e.to_string()).await {
-                        tracing::error!(event = "slot_hold_failed", error = %hold);
+                match (slot, e) {
+                    // Exit 5 after the run started: a person looks before anything retries; no
+                    // replica takes the slot over.
+                    (Some(slot), RunError::Limit(_)) => {
+                        if let Err(hold) = self.app.store().hold_slot(&self.name, slot.at, &e.to_string()).await {
+                            tracing::error!(event = "slot_hold_failed", error = %hold);
+                        }
                     }
+                    // Nothing was claimed: a binary of the right version takes the date.
+                    (_, RunError::Store(s)) if s.is_schema_mismatch() => {
+                        tracing::error!(event = "schema_mismatch", error = %s, "this binary does not run on the schema; deploy the matching version");
+                    }
+                    _ => {}
                 }
                 true
             }
@@ -447,9 +461,4 @@ impl<S: Store> Daemon<S> {
             }
         }
     }
-}
-
-/// Exit 5 (DESIGN §10): a blast-radius limit or a schema mismatch.
-fn stops_for_person(e: &RunError) -> bool {
-    matches!(e, RunError::Limit(_)) || matches!(e, RunError::Store(s) if s.is_schema_mismatch())
 }

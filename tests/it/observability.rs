@@ -205,6 +205,7 @@ async fn run_pushes_its_metrics_to_a_pushgateway_and_a_stopped_one_changes_nothi
     );
     let reissued: i64 = scalar(&db, "SELECT count(*) FROM result WHERE code = '000_000'").await;
     assert_eq!(series("renewal_cards_total", &[job, "code=\"000_000\""]), Some(reissued as f64));
+    assert!(series("renewal_last_success_timestamp_seconds", &[job]).is_some(), "the (db) gauges go with the push");
     assert!(
         pushed.lines().filter(|l| l.starts_with("renewal_runs_total{")).all(|l| l.contains("instance=\"\"")),
         "grouped by job only, no instance label"
