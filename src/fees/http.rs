@@ -150,8 +150,10 @@ impl HttpCharger {
 
     async fn trip(&self, reason: String) {
         self.opened_at.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Instant::now);
-        self.stop_reason.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(reason);
-        self.tripped.store(true, Ordering::SeqCst);
+        self.stop_reason.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| reason.clone());
+        if !self.tripped.swap(true, Ordering::SeqCst) {
+            tracing::warn!(event = "fee_breaker_opened", reason = %reason, "no new charges until the cool-down ends");
+        }
     }
 
     fn backoff(&self) -> ExponentialBuilder {

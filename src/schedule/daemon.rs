@@ -121,14 +121,13 @@ pub async fn run_daemon<S: Store>(
             biased;
             _ = shutdown.cancelled() => break,
             ended = wait(&mut current) => {
+                // The gauges first: what the end's log events announce is on /metrics already.
+                daemon.refresh_gauges().await;
                 let done = current.take().map(|c| (c.kind, c.as_of, c.slot));
                 if let Some((kind, as_of, slot)) = done {
                     daemon.ended(kind, as_of, slot, ended).await;
                 }
                 current = daemon.next_queued();
-                if current.is_none() {
-                    daemon.refresh_gauges().await;
-                }
             }
             Some(slot) = ticks.recv() => {
                 let next = daemon.arm(&scheduler, &tick_tx, slot.at).await;

@@ -5,6 +5,7 @@ mod bad_data;
 mod cli_errors;
 mod common;
 mod crash;
+mod deploy;
 mod fee_server;
 mod fees_http;
 mod observability;

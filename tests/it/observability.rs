@@ -17,7 +17,7 @@ both_backends!(
 
 /// A tool of `../shared/TOOLS.md` (`.ci/run` installs them): CI fails without it, elsewhere the
 /// test is skipped with the reason printed.
-fn tool(name: &str) -> Option<PathBuf> {
+pub fn tool(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
     if found.is_none() {
@@ -27,21 +27,52 @@ fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
-async fn get(url: &str) -> (u16, String) {
+pub async fn get(url: &str) -> (u16, String) {
     match reqwest::get(url).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
         Err(_) => (0, String::new()),
     }
 }
 
-/// One instant-query value from Prometheus' HTTP API (None: no such series).
-async fn query(prometheus: u16, promql: &str) -> Option<f64> {
+/// Prometheus' answer to an instant query (`at`: its evaluation time, Unix seconds).
+pub async fn query_at(prometheus: u16, promql: &str, at: Option<f64>) -> serde_json::Value {
     let url = format!("http://127.0.0.1:{prometheus}/api/v1/query");
-    let body: serde_json::Value =
-        reqwest::Client::new().get(&url).query(&[("query", promql)]).send().await.ok()?.json().await.ok()?;
+    let mut params = vec![("query", promql.to_owned())];
+    if let Some(at) = at {
+        params.push(("time", format!("{at:.3}")));
+    }
+    match reqwest::Client::new().get(&url).query(&params).send().await {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+/// One instant-query value from Prometheus' HTTP API (None: no such series).
+pub async fn query(prometheus: u16, promql: &str) -> Option<f64> {
+    let body = query_at(prometheus, promql, None).await;
     let result = body["data"]["result"].as_array()?;
     assert!(result.len() <= 1, "{promql}: one series expected, got {result:?}");
     result.first()?["value"][1].as_str()?.parse().ok()
+}
+
+/// A real Prometheus on loopback scraping `127.0.0.1:{target}` every second.
+pub fn start_prometheus(prometheus: PathBuf, target: u16) -> (Spawned, u16, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: renewal\n    static_configs: [{{ targets: ['127.0.0.1:{target}'] }}]\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let spawned = Spawned::start(Command::new(prometheus).args([
+        format!("--config.file={}", config.display()),
+        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+    ]));
+    (spawned, port, dir)
 }
 
 async fn prometheus_scrapes_the_daemon_and_its_numbers_equal_the_tables(kind: Kind) {
@@ -57,21 +88,7 @@ async fn prometheus_scrapes_the_daemon_and_its_numbers_equal_the_tables(kind: Ki
     ]));
     worker.wait_for_line("manual_run_ended", Duration::from_secs(60));
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: renewal\n    static_configs: [{{ targets: ['127.0.0.1:{metrics_port}'] }}]\n"
-        ),
-    )
-    .unwrap();
-    let prom_port = free_port();
-    let _prom = Spawned::start(Command::new(prometheus).args([
-        format!("--config.file={}", config.display()),
-        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-        format!("--web.listen-address=127.0.0.1:{prom_port}"),
-    ]));
+    let (_prom, prom_port, _dir) = start_prometheus(prometheus, metrics_port);
     eventually("Prometheus scraped the daemon", Duration::from_secs(60), || async {
         query(prom_port, r#"renewal_runs_total{trigger="manual",status="completed"}"#).await == Some(1.0)
     })
@@ -109,7 +126,7 @@ async fn prometheus_scrapes_the_daemon_and_its_numbers_equal_the_tables(kind: Ki
     let finished_sql = match kind {
         Kind::Sqlite => "SELECT CAST(strftime('%s', max(finished_at)) AS INTEGER) FROM run WHERE status = 'completed'",
         Kind::Postgres => {
-            "SELECT CAST(extract(epoch FROM max(finished_at)) AS BIGINT) FROM run WHERE status = 'completed'"
+            "SELECT CAST(floor(extract(epoch FROM max(finished_at))) AS BIGINT) FROM run WHERE status = 'completed'"
         }
     };
     let finished: i64 = sqlx::query_scalar(finished_sql).fetch_one(&pool).await.unwrap();
