@@ -18,7 +18,7 @@ use crate::store::sqlite::{Create, SqliteStore};
 use crate::store::{DemoLoad, PageQuery, RunStatus, Store, StoreError, Trigger};
 use crate::worker::App;
 pub use crate::worker::Shutdown;
-use crate::{demo, metrics, ops, report};
+use crate::{api, demo, metrics, ops, report};
 
 /// Process exit codes (README "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,11 +150,22 @@ async fn on_store<S: Store + DemoLoad>(
                 (true, None) => Some(None),
                 (true, Some(raw)) => Some(Some(resolve_as_of(Some(raw), settings)?)),
             };
-            daemon(store, settings, DaemonOptions { run_now }, shutdown).await
+            services(store, settings, Services { schedule: Some(DaemonOptions { run_now }), api: false }, shutdown)
+                .await
+        }
+        Command::Serve => {
+            if settings.api.keys.0.is_empty() {
+                return Err(AppError::Usage(
+                    "api.keys is empty: `serve` needs at least one key (RENEWAL__API__KEYS=id:secret,...)".to_owned(),
+                ));
+            }
+            let schedule = settings.schedule.enabled.then(DaemonOptions::default);
+            services(store, settings, Services { schedule, api: true }, shutdown).await
         }
         Command::Report { run_id } => match store.run_summary(run_id).await? {
             Some(summary) => {
                 print!("{}", report::render(&summary));
+                print!("{}", report::render_api(summary.as_of, &store.api_counts(summary.as_of).await?));
                 Ok(Exit::Completed)
             }
             None => Err(AppError::Usage(match run_id {
@@ -166,6 +177,8 @@ async fn on_store<S: Store + DemoLoad>(
             let days = i64::from(settings.run.result_retention_days);
             let deleted = store.prune_results(Utc::now() - chrono::Duration::days(days)).await?;
             println!("deleted {deleted} result rows older than {days} days");
+            let keys = store.prune_idempotency(Utc::now()).await?;
+            println!("deleted {keys} expired idempotency keys");
             Ok(Exit::Completed)
         }
         Command::Explain { as_of } => {
@@ -184,11 +197,20 @@ async fn on_store<S: Store + DemoLoad>(
     }
 }
 
-/// `schedule`: the daemon with its operations listener (and the admin one when keys are set).
-async fn daemon<S: Store>(
+/// What a long-running process serves besides its operations listener.
+struct Services {
+    /// The daemon (`schedule`, or `serve` with `schedule.enabled`).
+    schedule: Option<DaemonOptions>,
+    /// The sync API (`serve`).
+    api: bool,
+}
+
+/// `schedule` and `serve`: one store, one fee client and one metrics registry for everything
+/// the process serves, stopped together by `shutdown`.
+async fn services<S: Store>(
     store: &S,
     settings: &Settings,
-    options: DaemonOptions,
+    services: Services,
     shutdown: Shutdown,
 ) -> Result<Exit, AppError> {
     let handle = metrics::install(&settings.metrics.currency).map_err(AppError::Failed)?;
@@ -197,8 +219,15 @@ async fn daemon<S: Store>(
     let ops_listener = ops::bind(&settings.metrics.listen, "metrics.listen").await.map_err(AppError::Failed)?;
     tracing::info!(event = "listening", what = "metrics", addr = %settings.metrics.listen);
     listeners.spawn(ops::serve(ops_listener, ops::router(store.clone(), handle), shutdown.clone()));
+    if services.api {
+        let api_listener = ops::bind(&settings.api.listen, "api.listen").await.map_err(AppError::Failed)?;
+        tracing::info!(event = "listening", what = "api", addr = %settings.api.listen);
+        listeners.spawn(ops::serve(api_listener, api::router(Arc::clone(&app)), shutdown.clone()));
+    }
     let (triggers, admin_rx) = tokio::sync::mpsc::channel(8);
-    if settings.admin.keys.0.is_empty() {
+    if services.schedule.is_none() {
+        tracing::info!(event = "schedule_disabled", "schedule.enabled is false: this process runs no schedule");
+    } else if settings.admin.keys.0.is_empty() {
         tracing::info!(event = "admin_disabled", "admin.keys is empty: POST /runs is not served");
     } else {
         let admin_listener = ops::bind(&settings.admin.listen, "admin.listen").await.map_err(AppError::Failed)?;
@@ -206,12 +235,17 @@ async fn daemon<S: Store>(
         let router = admin::router(settings.admin.keys.clone(), triggers.clone());
         listeners.spawn(ops::serve(admin_listener, router, shutdown.clone()));
     }
-    let stopped = run_daemon(app, options, admin_rx, shutdown.clone()).await;
+    let stopped = match services.schedule {
+        Some(options) => run_daemon(app, options, admin_rx, shutdown.clone()).await,
+        None => {
+            shutdown.cancelled().await;
+            Ok(Stopped::Clean)
+        }
+    };
     shutdown.cancel();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        while listeners.join_next().await.is_some() {}
-    })
-    .await;
+    // Listeners drain their requests in flight (the API's reissues finish) within the grace.
+    let grace = std::time::Duration::from_secs(settings.shutdown.grace_seconds);
+    let _ = tokio::time::timeout(grace, async { while listeners.join_next().await.is_some() {} }).await;
     match stopped? {
         Stopped::Clean => {
             tracing::info!(event = "shutdown_complete", "stopped cleanly");

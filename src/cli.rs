@@ -68,6 +68,10 @@ pub enum Command {
         as_of: Option<String>,
     },
 
+    /// The sync API: POST /api/v1/prepay-card/expired/reissue on api.listen (and /openapi.json),
+    /// /metrics, /healthz, /readyz on metrics.listen; with schedule.enabled also the daemon.
+    Serve,
+
     /// Print the summary of a run: counts per code, fee total, timing.
     Report {
         /// The run id [default: the latest run]

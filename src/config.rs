@@ -32,6 +32,21 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub metrics: MetricsSettings,
     pub admin: AdminSettings,
+    pub api: ApiSettings,
+}
+
+/// The sync API (`serve`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ApiSettings {
+    pub listen: String,
+    pub key_header: String,
+    pub keys: KeyList,
+    pub idempotency_hours: u32,
+    pub paused: bool,
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub max_in_flight: usize,
+    pub rate_limit_per_second: u32,
 }
 
 /// The daemon (`schedule`) and `run --scheduled`.
@@ -47,6 +62,8 @@ pub struct ScheduleSettings {
     pub catch_up_days: u32,
     pub check_seconds: u64,
     pub paused: bool,
+    /// `serve`: run the schedule in the API's process too.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -260,7 +277,8 @@ impl Settings {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("admin.keys"),
+                    .with_list_parse_key("admin.keys")
+                    .with_list_parse_key("api.keys"),
             )
             .build()?
             .try_deserialize()?;
@@ -376,7 +394,11 @@ impl Settings {
         if !(1..=3600).contains(&self.shutdown.grace_seconds) {
             return Err(invalid("shutdown.grace_seconds", self.shutdown.grace_seconds, "must be between 1 and 3600"));
         }
-        for (key, value) in [("metrics.listen", &self.metrics.listen), ("admin.listen", &self.admin.listen)] {
+        for (key, value) in [
+            ("metrics.listen", &self.metrics.listen),
+            ("admin.listen", &self.admin.listen),
+            ("api.listen", &self.api.listen),
+        ] {
             if value.parse::<std::net::SocketAddr>().is_err() {
                 return Err(invalid(key, value, "must be an address:port such as 127.0.0.1:9464"));
             }
@@ -387,6 +409,22 @@ impl Settings {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
                 _ => return Err(invalid("metrics.pushgateway_url", push, "must be an http:// or https:// URL")),
             }
+        }
+        let a = &self.api;
+        if reqwest::header::HeaderName::from_bytes(a.key_header.as_bytes()).is_err() {
+            return Err(invalid("api.key_header", &a.key_header, "is not a valid header name"));
+        }
+        if !(1..=24 * 30).contains(&a.idempotency_hours) {
+            return Err(invalid("api.idempotency_hours", a.idempotency_hours, "must be between 1 and 720"));
+        }
+        if !(256..=1_048_576).contains(&a.body_limit_bytes) {
+            return Err(invalid("api.body_limit_bytes", a.body_limit_bytes, "must be between 256 and 1048576"));
+        }
+        if !(100..=600_000).contains(&a.request_timeout_ms) {
+            return Err(invalid("api.request_timeout_ms", a.request_timeout_ms, "must be between 100 and 600000"));
+        }
+        if !(1..=100_000).contains(&a.max_in_flight) {
+            return Err(invalid("api.max_in_flight", a.max_in_flight, "must be between 1 and 100000"));
         }
         if self.metrics.currency.len() != 3 || !self.metrics.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(invalid("metrics.currency", &self.metrics.currency, "must be an ISO 4217 code such as KRW"));

@@ -4,6 +4,7 @@
 //!
 //! See ARCHITECTURE.md for the code map and the invariants.
 
+pub mod api;
 pub mod app;
 pub mod batch;
 pub mod cli;

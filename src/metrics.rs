@@ -137,6 +137,12 @@ pub fn fee_request(outcome: &'static str, duration: Duration) {
     histogram!(FEE_REQUEST_DURATION, "outcome" => outcome).record(duration.as_secs_f64());
 }
 
+/// One answer of the sync API.
+pub fn api_request(status: u16, code: &'static str, duration: Duration) {
+    counter!(API_REQUESTS_TOTAL, "route" => API_ROUTE, "status" => status.to_string(), "code" => code).increment(1);
+    histogram!(API_REQUEST_DURATION, "route" => API_ROUTE).record(duration.as_secs_f64());
+}
+
 pub fn next_slot(at: DateTime<Utc>) {
     gauge!(NEXT_SLOT).set(at.timestamp() as f64);
 }

@@ -35,6 +35,18 @@ pub fn render(s: &RunSummary) -> String {
     out
 }
 
+/// The sync API's results of the run's business date (no run row): one line after the summary.
+pub fn render_api(
+    as_of: chrono::NaiveDate,
+    counts: &std::collections::BTreeMap<String, crate::store::CodeCount>,
+) -> String {
+    if counts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = counts.iter().map(|(code, c)| format!("{code} {} (fee {})", c.count, c.fee)).collect();
+    format!("api as-of {as_of}: {}\n", parts.join(", "))
+}
+
 /// The single-card path's outcome: one line, after the run's summary. It starts with `card`, so
 /// a script reading the per-code lines of the summary never mistakes it for one.
 pub fn render_card(o: &ReissueOutcome) -> String {

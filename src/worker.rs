@@ -71,6 +71,25 @@ impl<S: Store> App<S> {
         batch::execute(&self.store, &self.settings, self.charger.as_ref(), request, shutdown).await
     }
 
+    /// The sync API's reissue of one card the caller owns: the same operation, recorded without a
+    /// run row (result trigger `api`), delivered to the request's address.
+    pub async fn reissue_for_api(
+        &self,
+        card_id: i64,
+        delivery: &DeliveryAddress,
+        as_of: NaiveDate,
+        shutdown: Shutdown,
+    ) -> Result<ReissueOutcome, RunError> {
+        batch::reissue_for_api(
+            &self.store,
+            &self.settings,
+            self.charger.as_ref(),
+            (card_id, delivery, as_of),
+            &shutdown,
+        )
+        .await
+    }
+
     /// Evaluates, claims, charges and records exactly one card (its own run row, scope `card`)
     /// and returns its outcome.
     pub async fn reissue_card(&self, request: ReissueRequest, shutdown: Shutdown) -> Result<ReissueOutcome, RunError> {

@@ -19,12 +19,16 @@ use crate::domain::expiry::ExpiryMonth;
 use crate::domain::fee_plan::FeeDecision;
 use crate::domain::ids::{CardApplyNo, CardApplyNoError, correlation_id};
 use crate::fees::ledger::{self, Reserved};
-use crate::store::{Candidate, ChunkTx, Claimed, NewApplication, PaymentState, Reservation, ResultRow, StoreError};
+use crate::store::{
+    Candidate, ChunkTx, Claimed, NewApplication, PaymentState, Reservation, ResultOrigin, ResultRow, StoreError,
+};
 
 /// What every chunk of a run shares.
 #[derive(Debug, Clone)]
 pub(super) struct ChunkContext {
     pub run_id: Option<i64>,
+    /// The sync API's reissue: results are recorded without a run row.
+    pub api: bool,
     pub as_of: NaiveDate,
     pub rules: Rules,
     pub tz: Tz,
@@ -33,6 +37,18 @@ pub(super) struct ChunkContext {
     pub fee_mode: FeeMode,
     /// Products already reported as misconfigured in this run (each is logged once).
     pub reported_products: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl ChunkContext {
+    /// Whose results this chunk records: none for a dry run.
+    pub fn origin(&self) -> Option<ResultOrigin> {
+        match (self.dry_run, self.run_id, self.api) {
+            (true, _, _) => None,
+            (false, Some(id), _) => Some(ResultOrigin::Run(id)),
+            (false, None, true) => Some(ResultOrigin::Api),
+            (false, None, false) => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,8 +253,8 @@ pub(super) async fn write<T: ChunkTx>(
         });
         written.cards.push(card.event);
     }
-    if let (false, Some(run_id)) = (ctx.dry_run, ctx.run_id) {
-        tx.insert_results(run_id, ctx.as_of, &results).await?;
+    if let Some(origin) = ctx.origin() {
+        tx.insert_results(origin, ctx.as_of, &results).await?;
     }
     Ok(written)
 }

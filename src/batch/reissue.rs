@@ -90,10 +90,10 @@ pub(super) async fn reissue_one<S: Store>(
     let mut results = written.cards;
     let mut pending = 0;
     let reservation = written.reserved.first().cloned();
-    if let (Some(charger), Some(run_id), false) = (charger, ctx.run_id, written.reserved.is_empty()) {
+    if let (Some(charger), Some(origin), false) = (charger, ctx.origin(), written.reserved.is_empty()) {
         let hook = settle::HookAt { chunk: 1, committed_cards: 0, shutdown };
         let settled =
-            settle::charge_and_finish(store, charger, run_id, written.reserved, settle::Origin::ThisChunk, hook)
+            settle::charge_and_finish(store, charger, origin, written.reserved, settle::Origin::ThisChunk, hook)
                 .await?;
         let duration_ms = started.elapsed().as_millis() as u64;
         for event in &settled.cards {
@@ -128,4 +128,39 @@ pub(super) async fn reissue_one<S: Store>(
         }
     };
     Ok(Reissued { outcome, results, pending })
+}
+
+/// The sync API's reissue: [`reissue_one`] with its results recorded without a run row (trigger
+/// `api`), on today's as-of, to the request's delivery address.
+pub async fn reissue_for_api<S: Store>(
+    store: &S,
+    settings: &crate::config::Settings,
+    charger: Option<&Arc<HttpCharger>>,
+    (card_id, delivery, as_of): (i64, &DeliveryAddress, chrono::NaiveDate),
+    shutdown: &CancellationToken,
+) -> Result<ReissueOutcome, RunError> {
+    let charger = match (settings.fees.mode, charger) {
+        (crate::config::FeeMode::Http, None) => {
+            return Err(RunError::FeeClient("fees.mode = \"http\" but no fee client was built".to_owned()));
+        }
+        (crate::config::FeeMode::Http, charger) => charger,
+        (crate::config::FeeMode::Ledger, _) => None,
+    };
+    let ctx = ChunkContext {
+        run_id: None,
+        api: true,
+        as_of,
+        rules: settings.run.rules(),
+        tz: settings.time_zone(),
+        correlation_seed: fastrand::u64(..),
+        dry_run: false,
+        fee_mode: settings.fees.mode,
+        reported_products: Arc::default(),
+    };
+    let fields = RunFields { run_id: 0, as_of: as_of.to_string(), trigger: "api", dry_run: false };
+    let done = reissue_one(store, &ctx, &fields, charger, (card_id, Some(delivery)), shutdown).await?;
+    for card in &done.results {
+        crate::metrics::card(card.code, card.fee);
+    }
+    Ok(done.outcome)
 }

@@ -24,7 +24,9 @@ use crate::domain::address::DeliveryAddress;
 use crate::domain::card_number::mask;
 use crate::domain::expiry::window_months;
 use crate::fees::http::HttpCharger;
-use crate::store::{ChunkTx, NewRun, PageQuery, RunStatus, RunSummary, Scope, SlotClaim, Store, StoreError, Trigger};
+use crate::store::{
+    ChunkTx, NewRun, PageQuery, ResultOrigin, RunStatus, RunSummary, Scope, SlotClaim, Store, StoreError, Trigger,
+};
 
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -215,6 +217,7 @@ pub async fn execute<S: Store>(
     let shared = Arc::new(Shared {
         ctx: ChunkContext {
             run_id,
+            api: false,
             as_of: request.as_of,
             rules: settings.run.rules(),
             tz,
@@ -308,7 +311,8 @@ async fn settle_leftovers<S: Store>(store: &S, shared: &Shared, shutdown: &Cance
     tracing::info!(event = "settling_pending", run_id, count = leftovers.len(), "settling pending fee reservations");
     let started = Instant::now();
     let hook = settle::HookAt { chunk: 0, committed_cards: 0, shutdown };
-    let settled = settle::charge_and_finish(store, charger, run_id, leftovers, settle::Origin::Leftover, hook).await?;
+    let origin = ResultOrigin::Run(run_id);
+    let settled = settle::charge_and_finish(store, charger, origin, leftovers, settle::Origin::Leftover, hook).await?;
     shared.tally.add_pending(settled.pending);
     let duration_ms = started.elapsed().as_millis() as u64;
     shared.committed(&settled.cards, Some(duration_ms));
@@ -502,9 +506,15 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
         if let (Some(charger), Some(run_id), false) = (&shared.charger, shared.ctx.run_id, written.reserved.is_empty())
         {
             let hook = settle::HookAt { chunk: chunk_no, committed_cards, shutdown };
-            let settled =
-                settle::charge_and_finish(store, charger, run_id, written.reserved, settle::Origin::ThisChunk, hook)
-                    .await?;
+            let settled = settle::charge_and_finish(
+                store,
+                charger,
+                ResultOrigin::Run(run_id),
+                written.reserved,
+                settle::Origin::ThisChunk,
+                hook,
+            )
+            .await?;
             shared.tally.add_pending(settled.pending);
             let duration_ms = chunk_started.elapsed().as_millis() as u64;
             shared.committed(&settled.cards, Some(duration_ms));

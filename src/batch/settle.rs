@@ -15,7 +15,9 @@ use super::hooks::{self, Point};
 use crate::domain::Outcome;
 use crate::domain::card_number::mask;
 use crate::fees::http::{ChargeOutcome, ChargeRequest, HttpCharger};
-use crate::store::{ChunkTx, Claimed, PaymentState, Reservation, ResultRow, Settlement, Store, StoreError};
+use crate::store::{
+    ChunkTx, Claimed, PaymentState, Reservation, ResultOrigin, ResultRow, Settlement, Store, StoreError,
+};
 
 #[derive(Debug, Default)]
 pub(super) struct Settled {
@@ -44,7 +46,7 @@ pub(super) enum Origin {
 pub(super) async fn charge_and_finish<S: Store>(
     store: &S,
     charger: &Arc<HttpCharger>,
-    run_id: i64,
+    results_of: ResultOrigin,
     reservations: Vec<Reservation>,
     origin: Origin,
     hook: HookAt<'_>,
@@ -87,7 +89,7 @@ pub(super) async fn charge_and_finish<S: Store>(
                 tracing::warn!(
                     target: "renewal::card",
                     event = "fee_pending",
-                    run_id,
+                    run_id = results_of.run_id().unwrap_or(0),
                     correlation_id = %r.correlation_id,
                     card = %mask(&r.card_no),
                     card_apply_no = %r.card_apply_no,
@@ -140,7 +142,7 @@ pub(super) async fn charge_and_finish<S: Store>(
     }
     tx.mark(&marks).await?;
     for (as_of, rows) in &results {
-        tx.insert_results(run_id, *as_of, rows).await?;
+        tx.insert_results(results_of, *as_of, rows).await?;
     }
     tx.commit().await?;
     Ok(settled)

@@ -10,6 +10,10 @@ pub enum InvalidField {
     AddressDetail,
     ZipCode,
     UserId,
+    /// The sync API: the request body is not a JSON object (or not JSON at all).
+    Body,
+    /// The sync API: an `X-KM-Crypto-Key-Id` header that is not 32 characters.
+    CryptoKeyId,
 }
 
 impl InvalidField {
@@ -20,6 +24,8 @@ impl InvalidField {
             Self::AddressDetail => "addressInfo.addressDetail",
             Self::ZipCode => "addressInfo.zipCode",
             Self::UserId => "userInfo.userId",
+            Self::Body => "body",
+            Self::CryptoKeyId => "X-KM-Crypto-Key-Id",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! data) stays outside the production trait.
 //! Each backend (SQLite today) implements both with runtime queries of its own dialect.
 
+mod api;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -110,7 +111,7 @@ pub trait ChunkTx: Send {
 
     fn insert_results(
         &mut self,
-        run_id: i64,
+        origin: ResultOrigin,
         as_of: chrono::NaiveDate,
         results: &[ResultRow],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -129,7 +130,7 @@ pub trait ChunkTx: Send {
 
 /// What the batch and the reissue operation ask of a database: chunk transactions, and the
 /// reads around them. Run rows and administration come with it (supertraits).
-pub trait Store: RunLog + Admin + Schedules + Clone + Send + Sync + 'static {
+pub trait Store: RunLog + Admin + Schedules + ApiLog + Clone + Send + Sync + 'static {
     type Chunk: ChunkTx;
 
     /// Opens a write transaction for one chunk (read-only when `dry_run`).
@@ -187,6 +188,54 @@ pub trait Schedules {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn db_gauges(&self) -> impl Future<Output = Result<DbGauges, StoreError>> + Send;
+}
+
+/// What the sync API reads and writes besides the reissue itself: the caller's member and card,
+/// and the stored answers of its Idempotency-Keys.
+pub trait ApiLog {
+    /// Whether member `user_id` exists, is not cancelled, and owns card `card_no`.
+    fn member_card(&self, user_id: i64, card_no: &str) -> impl Future<Output = Result<MemberCard, StoreError>> + Send;
+
+    /// Takes (calling key, Idempotency-Key) for this request, or returns what is stored for it.
+    /// An expired row, or one left unanswered since `stale_before` (its request died), is
+    /// replaced.
+    fn claim_idempotency(
+        &self,
+        claim: &IdempotencyClaim,
+    ) -> impl Future<Output = Result<Option<StoredAnswer>, StoreError>> + Send;
+
+    /// Records the final answer of a claimed key.
+    fn answer_idempotency(
+        &self,
+        api_key_id: &str,
+        key: &str,
+        answer: &StoredAnswer,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Parks a claimed key on the application whose fee's outcome is unknown: a repeat answers
+    /// with that application's settled outcome once a run has settled it.
+    fn park_idempotency(
+        &self,
+        api_key_id: &str,
+        key: &str,
+        card_apply_no: &str,
+        correlation_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives a claimed key up (its answer was not final: a 503).
+    fn release_idempotency(&self, api_key_id: &str, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The sync API's results of a business date, per code (they have no run row).
+    fn api_counts(
+        &self,
+        as_of: chrono::NaiveDate,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<String, CodeCount>, StoreError>> + Send;
+
+    /// Deletes expired keys; returns how many.
+    fn prune_idempotency(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// Administration and maintenance: the schema, retention, query plans.

@@ -334,3 +334,51 @@ pub(crate) fn run_enums(
         parse_stored("status", status, super::RunStatus::parse)?,
     ))
 }
+
+/// The API's member-and-card lookup: one row when the member exists (its status, and the card's
+/// id when the member owns a card with that number).
+pub(crate) const MEMBER_CARD_SQL: &str = "SELECT m.status, c.id FROM member m \
+     LEFT JOIN card c ON c.member_id = m.id AND c.card_no = $2 WHERE m.id = $1";
+pub(crate) const DROP_DEAD_KEY_SQL: &str = "DELETE FROM idempotency_key WHERE api_key_id = $1 AND key = $2 \
+     AND (expires_at < $3 OR (status IS NULL AND application_id IS NULL AND created_at < $4))";
+pub(crate) const CLAIM_KEY_SQL: &str = "INSERT INTO idempotency_key (api_key_id, key, body_hash, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (api_key_id, key) DO NOTHING RETURNING CAST(1 AS BIGINT)";
+/// A key's row, with the state of the application it waits on (a 503 whose fee was unknown).
+pub(crate) const READ_KEY_SQL: &str = "SELECT k.body_hash, k.status, k.response, k.correlation_id, a.payment_state, \
+     a.card_apply_no FROM idempotency_key k LEFT JOIN card_application a ON a.id = k.application_id \
+     WHERE k.api_key_id = $1 AND k.key = $2";
+pub(crate) const PARK_KEY_SQL: &str = "UPDATE idempotency_key SET correlation_id = $4, \
+     application_id = (SELECT id FROM card_application WHERE card_apply_no = $3) WHERE api_key_id = $1 AND key = $2";
+pub(crate) const ANSWER_KEY_SQL: &str = "UPDATE idempotency_key SET status = $3, response = $4, correlation_id = $5 \
+     WHERE api_key_id = $1 AND key = $2";
+pub(crate) const RELEASE_KEY_SQL: &str =
+    "DELETE FROM idempotency_key WHERE api_key_id = $1 AND key = $2 AND status IS NULL";
+pub(crate) const PRUNE_KEYS_SQL: &str = "DELETE FROM idempotency_key WHERE expires_at < $1 RETURNING CAST(1 AS BIGINT)";
+
+/// The member-and-card row read back into its meaning.
+pub(crate) fn member_card(row: Option<(String, Option<i64>)>) -> super::MemberCard {
+    match row {
+        None => super::MemberCard::NoMember,
+        Some((status, _)) if status == "CANCELLED" => super::MemberCard::NoMember,
+        Some((_, None)) => super::MemberCard::NotTheirs,
+        Some((_, Some(card_id))) => super::MemberCard::Card(card_id),
+    }
+}
+
+pub(crate) type KeyRow = (String, Option<i64>, Option<String>, Option<String>, Option<String>, Option<String>);
+
+/// An idempotency row read back (status stored as an integer).
+pub(crate) fn stored_answer(row: KeyRow) -> super::StoredAnswer {
+    let (body_hash, status, response, correlation_id, state, card_apply_no) = row;
+    super::StoredAnswer {
+        body_hash,
+        status: status.and_then(|s| u16::try_from(s).ok()),
+        response,
+        correlation_id,
+        waits_on: state.zip(card_apply_no),
+    }
+}
+
+/// The sync API's results of one business date, per code.
+pub(crate) const API_COUNTS_SQL: &str = "SELECT code, count(*), CAST(coalesce(sum(fee), 0) AS BIGINT) FROM result \
+     WHERE trigger = 'api' AND as_of = $1 GROUP BY code ORDER BY code";

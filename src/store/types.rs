@@ -122,6 +122,66 @@ pub struct ResultRow {
     pub correlation_id: String,
 }
 
+/// The API's member-and-card lookup, in its check order (DESIGN §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberCard {
+    /// No such member, or a cancelled one (`001_006`).
+    NoMember,
+    /// The member exists but has no card with that number (`000_002 cardInfo.oldCardNo`: the
+    /// API never reveals that another member's card exists).
+    NotTheirs,
+    Card(i64),
+}
+
+/// An Idempotency-Key taken for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    pub api_key_id: String,
+    pub key: String,
+    /// SHA-256 of the body's canonical JSON.
+    pub body_hash: String,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// An unanswered row older than this belongs to a request that died.
+    pub stale_before: DateTime<Utc>,
+}
+
+/// What an Idempotency-Key holds: the body hash, and the first final answer once there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub body_hash: String,
+    /// `None` while the first request is still being answered.
+    pub status: Option<u16>,
+    pub response: Option<String>,
+    pub correlation_id: Option<String>,
+    /// Parked on an application whose fee's outcome was unknown: its payment state and number.
+    pub waits_on: Option<(String, String)>,
+}
+
+/// Whose a result row is: a run's, or the sync API's (which writes no run row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultOrigin {
+    Run(i64),
+    Api,
+}
+
+impl ResultOrigin {
+    pub fn run_id(self) -> Option<i64> {
+        match self {
+            Self::Run(id) => Some(id),
+            Self::Api => None,
+        }
+    }
+
+    /// The `result.trigger` column: only `run` results count for the batch's once-per-as-of rule.
+    pub fn trigger(self) -> &'static str {
+        match self {
+            Self::Run(_) => "run",
+            Self::Api => "api",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {

@@ -1,5 +1,6 @@
 //! Integration tests: the real binary against real SQLite files, one fresh database per test.
 
+mod api;
 mod app;
 mod bad_data;
 mod cli_errors;

@@ -12,8 +12,8 @@ use renewal_worker::domain::expiry::window_months;
 use renewal_worker::domain::ids::CardApplyNo;
 use renewal_worker::store::sqlite::Create;
 use renewal_worker::store::{
-    Candidate, ChunkTx, Claimed, Debit, DemoLoad, NewApplication, NewRun, PageQuery, PaymentState, ResultRow,
-    RunStatus, Scope, Settlement, SlotClaim, SlotRecord, Store, StoreError, Trigger,
+    Candidate, ChunkTx, Claimed, Debit, DemoLoad, NewApplication, NewRun, PageQuery, PaymentState, ResultOrigin,
+    ResultRow, RunStatus, Scope, Settlement, SlotClaim, SlotRecord, Store, StoreError, Trigger,
 };
 
 use crate::common::*;
@@ -147,7 +147,7 @@ async fn conformance<S: Store + DemoLoad>(store: &S, db: &TestDb) {
         card_apply_no: Some(again.card_apply_no.clone()),
         correlation_id: again.correlation_id.clone(),
     };
-    tx.insert_results(run_id, as_of(), std::slice::from_ref(&row)).await.expect("insert results");
+    tx.insert_results(ResultOrigin::Run(run_id), as_of(), std::slice::from_ref(&row)).await.expect("insert results");
     assert_eq!(tx.add_to_budget(as_of(), 1, 10).await.unwrap(), (1, 10));
     assert_eq!(tx.add_to_budget(as_of(), 2, 5).await.unwrap(), (3, 15));
     tx.commit().await.expect("commit");

@@ -12,8 +12,8 @@ use crate::store::rows::{
     LIVE_APPLICATION_CARDS_PG, add_to_budget, candidate_from_row, claimed_from_row, expect_rows, taken_apply_nos,
 };
 use crate::store::{
-    Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultRow, Settlement,
-    StoreError,
+    Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultOrigin, ResultRow,
+    Settlement, StoreError,
 };
 
 pub struct PgChunk {
@@ -40,7 +40,7 @@ fn scan_sql(months: usize) -> String {
             format!(
                 "(SELECT c.member_id, c.id FROM card c \
                   WHERE c.expiry_ym = ${} AND c.replaced_by_application_id IS NULL AND c.member_id > $1 \
-                    AND NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = c.id AND r.as_of = $2) \
+                    AND NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = c.id AND r.as_of = $2 AND r.trigger = 'run') \
                     AND NOT EXISTS ({LIVE_APPLICATION}) \
                   ORDER BY c.member_id, c.id LIMIT $3)",
                 i + 4
@@ -162,7 +162,7 @@ impl ChunkTx for PgChunk {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {CANDIDATE_COLUMNS} WHERE c.member_id = ANY($1) AND c.expiry_ym = ANY($2) \
                AND c.replaced_by_application_id IS NULL \
-               AND NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = c.id AND r.as_of = $3) \
+               AND NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = c.id AND r.as_of = $3 AND r.trigger = 'run') \
                AND NOT EXISTS ({LIVE_APPLICATION}) \
              ORDER BY c.member_id, c.id"
         )))
@@ -330,17 +330,22 @@ impl ChunkTx for PgChunk {
         expect_rows("marking cards reissued", marks.len(), done.rows_affected())
     }
 
-    async fn insert_results(&mut self, run_id: i64, as_of: NaiveDate, results: &[ResultRow]) -> Result<(), StoreError> {
+    async fn insert_results(
+        &mut self,
+        origin: ResultOrigin,
+        as_of: NaiveDate,
+        results: &[ResultRow],
+    ) -> Result<(), StoreError> {
         if results.is_empty() {
             return Ok(());
         }
         let done = sqlx::query(
-            "INSERT INTO result (run_id, card_id, as_of, code, message, fee, card_apply_no, correlation_id, created_at) \
-             SELECT $1, u.card_id, $2, u.code, u.message, u.fee, u.apply_no, u.corr, now() \
+            "INSERT INTO result (run_id, card_id, as_of, code, message, fee, card_apply_no, correlation_id, created_at, \
+             trigger) SELECT $1, u.card_id, $2, u.code, u.message, u.fee, u.apply_no, u.corr, now(), $9 \
              FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[]) \
                   AS u(card_id, code, message, fee, apply_no, corr)",
         )
-        .bind(run_id)
+        .bind(origin.run_id())
         .bind(as_of)
         .bind(results.iter().map(|r| r.card_id).collect::<Vec<_>>())
         .bind(results.iter().map(|r| r.code).collect::<Vec<_>>())
@@ -348,6 +353,7 @@ impl ChunkTx for PgChunk {
         .bind(results.iter().map(|r| r.fee).collect::<Vec<_>>())
         .bind(results.iter().map(|r| r.card_apply_no.as_ref().map(CardApplyNo::as_str)).collect::<Vec<_>>())
         .bind(results.iter().map(|r| r.correlation_id.as_str()).collect::<Vec<_>>())
+        .bind(origin.trigger())
         .execute(&mut *self.tx)
         .await
         .context("writing results")?;

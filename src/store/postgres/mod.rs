@@ -154,6 +154,8 @@ impl Schedules for PgStore {
     }
 }
 
+super::api::impl_api_log!(PgStore, |t: DateTime<Utc>| t, |d: chrono::NaiveDate| d);
+
 impl Admin for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         // The migrator takes an advisory lock: replicas may start together.

@@ -11,8 +11,8 @@ use crate::store::rows::{
     LIVE_APPLICATION_CARDS_SQLITE, RawCandidate, add_to_budget, claimed_from_row, expect_rows, taken_apply_nos,
 };
 use crate::store::{
-    Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultRow, Settlement,
-    StoreError,
+    Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultOrigin, ResultRow,
+    Settlement, StoreError,
 };
 
 pub struct SqliteChunk {
@@ -39,7 +39,7 @@ fn page_ids_sql(months: usize) -> String {
             format!(
                 "SELECT id FROM (SELECT id FROM card INDEXED BY card_expiry_unreissued \
                  WHERE expiry_ym = ?{} AND replaced_by_application_id IS NULL AND id > ?1 \
-                 AND NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = card.id AND r.as_of = ?2) \
+                 AND NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = card.id AND r.as_of = ?2 AND r.trigger = 'run') \
                  AND NOT EXISTS ({LIVE_APPLICATION}) ORDER BY id LIMIT ?3)",
                 i + 4
             )
@@ -339,7 +339,12 @@ impl ChunkTx for SqliteChunk {
         expect_rows("marking cards reissued", marks.len(), done.rows_affected())
     }
 
-    async fn insert_results(&mut self, run_id: i64, as_of: NaiveDate, results: &[ResultRow]) -> Result<(), StoreError> {
+    async fn insert_results(
+        &mut self,
+        origin: ResultOrigin,
+        as_of: NaiveDate,
+        results: &[ResultRow],
+    ) -> Result<(), StoreError> {
         if results.is_empty() {
             return Ok(());
         }
@@ -348,15 +353,16 @@ impl ChunkTx for SqliteChunk {
             .map(|r| json!([r.card_id, r.code, r.message, r.fee, r.card_apply_no, r.correlation_id]))
             .collect();
         let done = sqlx::query(
-            "INSERT INTO result (run_id, card_id, as_of, code, message, fee, card_apply_no, correlation_id, created_at) \
-             SELECT ?2, j.value ->> '$[0]', ?3, j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
-                    j.value ->> '$[4]', j.value ->> '$[5]', ?4 \
+            "INSERT INTO result (run_id, card_id, as_of, code, message, fee, card_apply_no, correlation_id, created_at, \
+             trigger) SELECT ?2, j.value ->> '$[0]', ?3, j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
+                    j.value ->> '$[4]', j.value ->> '$[5]', ?4, ?5 \
              FROM jsonb_each(?1) j",
         )
         .bind(serde_json::Value::Array(payload).to_string())
-        .bind(run_id)
+        .bind(origin.run_id())
         .bind(as_of.to_string())
         .bind(ts(Utc::now()))
+        .bind(origin.trigger())
         .execute(&mut *self.tx)
         .await
         .context("writing results")?;

@@ -154,6 +154,8 @@ impl Schedules for SqliteStore {
     }
 }
 
+super::api::impl_api_log!(SqliteStore, ts, |d: chrono::NaiveDate| d.to_string());
+
 impl Admin for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
