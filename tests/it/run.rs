@@ -466,7 +466,10 @@ async fn the_candidate_scan_seeks_the_expiry_index(kind: Kind) {
     match kind {
         Kind::Sqlite => {
             assert!(out.contains("SEARCH card USING INDEX card_expiry_unreissued (expiry_ym=? AND id>?)"), "{out}");
-            assert!(out.contains("SEARCH r USING COVERING INDEX result_card_as_of_run (card_id=? AND as_of=?)"), "{out}");
+            assert!(
+                out.contains("SEARCH r USING COVERING INDEX result_card_as_of_run (card_id=? AND as_of=?)"),
+                "{out}"
+            );
             let table_scans: Vec<&str> = out
                 .lines()
                 .map(str::trim)
