@@ -3,6 +3,7 @@
 //! HTTP fee mode against a local fee service. Run it with `bench/run.sh` (see README
 //! "Performance"); it prints one table and writes the same as JSON.
 
+mod api;
 mod reference;
 
 #[allow(dead_code)]
@@ -32,7 +33,7 @@ enum Balances {
     Wallets,
 }
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "Worker throughput, memory and HTTP fee throughput against the database's set-based limit")]
 struct Args {
     /// Card counts to measure (comma-separated), e.g. 100000,1000000.
@@ -63,6 +64,15 @@ struct Args {
     /// Chunks in flight at once in the HTTP cell (`run.concurrency`; README recommends 8 in HTTP mode).
     #[arg(long, default_value_t = 8)]
     http_concurrency: u32,
+    /// Also measure the sync API on this many cards (0 = skip; its data is generated for today,
+    /// the API's business date). wrk and pgbench must be installed.
+    #[arg(long, default_value_t = 0)]
+    api_cards: u64,
+    #[arg(long, default_value_t = 16)]
+    api_connections: u32,
+    /// Seconds per API measurement.
+    #[arg(long, default_value_t = 10)]
+    api_seconds: u64,
     /// PostgreSQL server (trust auth); bench databases are created beside `test`.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     pg: String,
@@ -467,7 +477,38 @@ async fn main() -> Result<(), Error> {
             );
         }
     }
+    let mut api_rows = Vec::new();
+    if args.api_cards > 0 {
+        for target in &targets {
+            let row = api::api_cell(&args, target.dialect).await?;
+            println!();
+            println!(
+                "api {:<9} {} cards, {} eligible, {} connections: {:.0} requests/s ({:.0} reissues/s), p50 {:.2} ms, p99 {:.2} ms",
+                row.database,
+                row.cards,
+                row.eligible,
+                row.connections,
+                row.requests_per_second,
+                row.success_per_second,
+                row.p50_ms,
+                row.p99_ms
+            );
+            println!(
+                "    held at {:.0}/s: p50 {:.2} ms, p99 {:.2} ms{}",
+                row.held_rate,
+                row.held_p50_ms,
+                row.held_p99_ms,
+                match (row.pgbench_tps, row.ratio_to_pgbench) {
+                    (Some(tps), Some(ratio)) =>
+                        format!("; pgbench (the API's statements) {tps:.0} tps, ratio {ratio:.2}"),
+                    _ => String::new(),
+                }
+            );
+            api_rows.push(row);
+        }
+    }
     let json = serde_json::json!({
+        "api": api_rows,
         "machine": machine(),
         "as_of": args.as_of,
         "seed": args.seed,

@@ -62,7 +62,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi::document()) }))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
-        // A body over the limit is refused by the extractor (413), before it is read whole.
+        .layer(axum::middleware::from_fn_with_state(limit, limit_body))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(
@@ -72,6 +72,44 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
                 .concurrency_limit(in_flight),
         )
         .layer(axum::middleware::map_response(json_errors))
+}
+
+/// How much of an oversized body is read (and dropped) before its 413, so that the client gets
+/// the answer instead of a connection reset; a bigger one is cut off.
+const DRAIN_MAX: usize = 8 * 1024 * 1024;
+
+/// Refuses a body over `api.body_limit_bytes` with 413, after reading it (up to `DRAIN_MAX`).
+async fn limit_body(
+    State(limit): State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use http_body_util::BodyExt;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let (parts, mut body) = request.into_parts();
+    let mut kept = Vec::new();
+    let (mut over, mut read) = (declared.is_some_and(|n| n > limit), 0usize);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Some(data) = frame.data_ref() {
+            read += data.len();
+            if !over {
+                kept.extend_from_slice(data);
+                over = kept.len() > limit;
+            }
+            if read > DRAIN_MAX {
+                break;
+            }
+        }
+    }
+    if over {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(kept))).await
 }
 
 /// The framework's own answers (404, 405, 408, 413, 503 when shedding) get the same JSON body as
