@@ -74,6 +74,8 @@ async fn serve(args: &Args, url: &str, log: &Path) -> Result<Server, Error> {
         .env("RENEWAL__LOG__FORMAT", "json")
         .env("RENEWAL__LOG__LEVEL", "warn")
         .env("RENEWAL__API__KEYS", format!("bench:{KEY}"))
+        // One pooled session per connection the load generator opens, as pgbench has.
+        .env("RENEWAL__DATABASE__MAX_CONNECTIONS", args.api_connections.to_string())
         .env("RENEWAL__API__LISTEN", format!("127.0.0.1:{port}"))
         .env("RENEWAL__METRICS__LISTEN", format!("127.0.0.1:{metrics}"))
         .env("RENEWAL_CONFIG_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
@@ -88,7 +90,6 @@ async fn serve(args: &Args, url: &str, log: &Path) -> Result<Server, Error> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = args;
     Ok(server)
 }
 
