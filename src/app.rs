@@ -219,10 +219,11 @@ async fn services<S: Store>(
     let ops_listener = ops::bind(&settings.metrics.listen, "metrics.listen").await.map_err(AppError::Failed)?;
     tracing::info!(event = "listening", what = "metrics", addr = %settings.metrics.listen);
     listeners.spawn(ops::serve(ops_listener, ops::router(store.clone(), handle), shutdown.clone()));
+    let work = api::TaskTracker::new();
     if services.api {
         let api_listener = ops::bind(&settings.api.listen, "api.listen").await.map_err(AppError::Failed)?;
         tracing::info!(event = "listening", what = "api", addr = %settings.api.listen);
-        listeners.spawn(ops::serve(api_listener, api::router(Arc::clone(&app)), shutdown.clone()));
+        listeners.spawn(ops::serve(api_listener, api::router(Arc::clone(&app), work.clone()), shutdown.clone()));
     }
     let (triggers, admin_rx) = tokio::sync::mpsc::channel(8);
     if services.schedule.is_none() {

@@ -143,6 +143,11 @@ pub fn api_request(status: u16, code: &'static str, duration: Duration) {
     histogram!(API_REQUEST_DURATION, "route" => API_ROUTE).record(duration.as_secs_f64());
 }
 
+/// An answer of the framework's own (404, 405, 408, 413, shedding): counted, not timed.
+pub fn api_refused(status: u16, code: &'static str) {
+    counter!(API_REQUESTS_TOTAL, "route" => API_ROUTE, "status" => status.to_string(), "code" => code).increment(1);
+}
+
 pub fn next_slot(at: DateTime<Utc>) {
     gauge!(NEXT_SLOT).set(at.timestamp() as f64);
 }

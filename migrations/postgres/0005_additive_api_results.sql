@@ -4,7 +4,9 @@
 -- Additive: older binaries still write run_id and never read trigger.
 ALTER TABLE result ALTER COLUMN run_id DROP NOT NULL;
 ALTER TABLE result ADD COLUMN trigger TEXT NOT NULL DEFAULT 'run' CHECK (trigger IN ('run', 'api'));
-ALTER TABLE result ADD CONSTRAINT result_run_or_api CHECK ((trigger = 'run') = (run_id IS NOT NULL));
+-- NOT VALID, then validated: the scan of existing rows runs without blocking writers.
+ALTER TABLE result ADD CONSTRAINT result_run_or_api CHECK ((trigger = 'run') = (run_id IS NOT NULL)) NOT VALID;
+ALTER TABLE result VALIDATE CONSTRAINT result_run_or_api;
 CREATE INDEX result_card_as_of_run ON result (card_id, as_of) WHERE trigger = 'run';
 CREATE INDEX result_api_as_of ON result (as_of, code) WHERE trigger = 'api';
 
@@ -19,6 +21,7 @@ CREATE TABLE idempotency_key (
     response       TEXT,
     correlation_id TEXT,
     application_id BIGINT REFERENCES card_application (id),
+    claim_token    TEXT        NOT NULL, -- the request answering for the key; only it may answer
     created_at     TIMESTAMPTZ NOT NULL,
     expires_at     TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (api_key_id, key)

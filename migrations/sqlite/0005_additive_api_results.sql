@@ -38,6 +38,7 @@ CREATE TABLE idempotency_key (
     response       TEXT,
     correlation_id TEXT,
     application_id INTEGER REFERENCES card_application (id),
+    claim_token    TEXT    NOT NULL, -- the request answering for the key; only it may answer
     created_at     TEXT    NOT NULL,
     expires_at     TEXT    NOT NULL,
     PRIMARY KEY (api_key_id, key)

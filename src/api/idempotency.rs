@@ -15,8 +15,11 @@ use super::request::canonical;
 use crate::domain::codes::Outcome;
 use crate::store::{IdempotencyClaim, Store, StoredAnswer};
 
-/// How often a duplicate looks again for the first request's answer.
+/// How often a duplicate looks again for the first request's answer (a read, no write).
 const POLL: Duration = Duration::from_millis(50);
+/// An unanswered key older than this belongs to a request whose process died: a request's work
+/// outlives its 408 (fee retries, a busy SQLite), so this is far above the request timeout.
+const ABANDONED_AFTER: Duration = Duration::from_secs(600);
 
 pub enum Claimed {
     /// This request answers for the key.
@@ -33,6 +36,13 @@ pub struct Claim {
     api_key_id: String,
     key: String,
     body_hash: String,
+    token: String,
+}
+
+impl Claim {
+    fn owner(&self) -> crate::store::KeyOwner<'_> {
+        (&self.api_key_id, &self.key, &self.token)
+    }
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -55,7 +65,8 @@ pub async fn claim<S: Store>(
     let body_hash = hex_sha256(&canonical(body));
     let deadline = Instant::now() + timeout.saturating_sub(Duration::from_millis(200));
     let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::hours(24));
-    let stale = chrono::Duration::from_std(timeout * 2).unwrap_or(chrono::Duration::minutes(1));
+    let stale = chrono::Duration::from_std(ABANDONED_AFTER.max(timeout * 2)).unwrap_or(chrono::Duration::minutes(10));
+    let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     loop {
         let now = Utc::now();
         let claim = IdempotencyClaim {
@@ -65,38 +76,71 @@ pub async fn claim<S: Store>(
             now,
             expires_at: now + keep,
             stale_before: now - stale,
+            token: token.clone(),
         };
-        match store.claim_idempotency(&claim).await {
+        let mut stored = match store.claim_idempotency(&claim).await {
             Err(e) => {
                 tracing::error!(event = "api_store_error", error = %e);
                 return Claimed::Refused(Answer::own(Own::Unavailable));
             }
-            Ok(None) => return Claimed::Owner(Claim { api_key_id: claim.api_key_id, key: claim.key, body_hash }),
-            Ok(Some(stored)) if stored.body_hash != body_hash => {
+            Ok(None) => {
+                return Claimed::Owner(Claim { api_key_id: claim.api_key_id, key: claim.key, body_hash, token });
+            }
+            Ok(Some(stored)) => stored,
+        };
+        // The first request is still being answered: wait for its answer with reads only.
+        while stored.body_hash == body_hash && stored.status.is_none() && stored.waits_on.is_none() {
+            if Instant::now() >= deadline {
+                return Claimed::Refused(Answer::own(Own::Unavailable));
+            }
+            tokio::time::sleep(POLL).await;
+            match store.read_idempotency(api_key_id, key).await {
+                Ok(Some(again)) => stored = again,
+                Ok(None) => break, // given up (a 503): claim it again
+                Err(e) => {
+                    tracing::error!(event = "api_store_error", error = %e);
+                    return Claimed::Refused(Answer::own(Own::Unavailable));
+                }
+            }
+        }
+        match stored {
+            StoredAnswer { body_hash: other, .. } if other != body_hash => {
                 return Claimed::Refused(Answer::own(Own::IdempotencyMismatch));
             }
-            Ok(Some(StoredAnswer { status: None, waits_on: Some((state, card_apply_no)), correlation_id, .. })) => {
-                let Some(answer) = settled(&state, card_apply_no) else {
-                    return Claimed::Refused(Answer::own(Own::PaymentUnknown));
-                };
-                // The settled outcome is the request's final answer from now on.
-                let owner = Claim { api_key_id: claim.api_key_id, key: claim.key, body_hash };
-                let correlation_id = correlation_id.unwrap_or_default();
-                finish(store, &owner, &answer, &correlation_id, None).await;
-                return Claimed::Replay { answer, correlation_id };
-            }
-            Ok(Some(StoredAnswer { status: Some(status), response, correlation_id, .. })) => {
+            StoredAnswer { status: Some(status), response, correlation_id, .. } => {
                 return Claimed::Replay {
                     answer: replayed(status, response.as_deref().unwrap_or_default()),
                     correlation_id: correlation_id.unwrap_or_default(),
                 };
             }
-            Ok(Some(_)) if Instant::now() >= deadline => {
-                // The first request is still being answered: a later retry gets its answer.
-                return Claimed::Refused(Answer::own(Own::Unavailable));
+            StoredAnswer { waits_on: Some((state, card_apply_no)), correlation_id, .. } => {
+                let Some(answer) = settled(&state, card_apply_no) else {
+                    return Claimed::Refused(Answer::own(Own::PaymentUnknown));
+                };
+                // The settled outcome is the request's final answer from now on: whoever sees
+                // it first stores it (the parked row keeps its claimer's token).
+                let correlation_id = correlation_id.unwrap_or_default();
+                if let Err(e) = store
+                    .settle_parked_idempotency(api_key_id, key, &answer_to_stored(&body_hash, &answer, &correlation_id))
+                    .await
+                {
+                    tracing::error!(event = "idempotency_store_failed", error = %e);
+                }
+                return Claimed::Replay { answer, correlation_id };
             }
-            Ok(Some(_)) => tokio::time::sleep(POLL).await,
+            // Released while we waited: take it.
+            StoredAnswer { .. } => continue,
         }
+    }
+}
+
+fn answer_to_stored(body_hash: &str, answer: &Answer, correlation_id: &str) -> StoredAnswer {
+    StoredAnswer {
+        body_hash: body_hash.to_owned(),
+        status: Some(answer.status.as_u16()),
+        response: Some(answer.body()),
+        correlation_id: Some(correlation_id.to_owned()),
+        waits_on: None,
     }
 }
 
@@ -114,18 +158,11 @@ fn settled(state: &str, card_apply_no: String) -> Option<Answer> {
 /// runs again).
 pub async fn finish<S: Store>(store: &S, claim: &Claim, answer: &Answer, correlation_id: &str, pending: Option<&str>) {
     let result = if let (Some(card_apply_no), false) = (pending, answer.is_final()) {
-        store.park_idempotency(&claim.api_key_id, &claim.key, card_apply_no, correlation_id).await
+        store.park_idempotency(claim.owner(), card_apply_no, correlation_id).await
     } else if answer.is_final() {
-        let stored = StoredAnswer {
-            body_hash: claim.body_hash.clone(),
-            status: Some(answer.status.as_u16()),
-            response: Some(answer.body()),
-            correlation_id: Some(correlation_id.to_owned()),
-            waits_on: None,
-        };
-        store.answer_idempotency(&claim.api_key_id, &claim.key, &stored).await
+        store.answer_idempotency(claim.owner(), &answer_to_stored(&claim.body_hash, answer, correlation_id)).await
     } else {
-        store.release_idempotency(&claim.api_key_id, &claim.key).await
+        store.release_idempotency(claim.owner()).await
     };
     if let Err(e) = result {
         tracing::error!(event = "idempotency_store_failed", error = %e, "a retry of this request runs again");

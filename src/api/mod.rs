@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use chrono::Utc;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
+pub use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 
 use self::answer::{Answer, Own};
@@ -39,6 +40,8 @@ pub use crate::metrics::API_ROUTE as ROUTE;
 
 struct ApiState<S: Store> {
     app: Arc<App<S>>,
+    /// Requests' work, spawned so it completes without its client; shutdown waits for it.
+    work: TaskTracker,
     key_header: HeaderName,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     idempotency: Duration,
@@ -47,9 +50,10 @@ struct ApiState<S: Store> {
 
 /// The API's router: the endpoint, `/openapi.json`, JSON bodies on every answer, and the
 /// protections (body limit, timeout, load shedding) from tower and tower-http.
-pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
+pub fn router<S: Store>(app: Arc<App<S>>, work: TaskTracker) -> Router {
     let api = &app.settings().api;
     let state = Arc::new(ApiState {
+        work,
         key_header: HeaderName::from_bytes(api.key_header.as_bytes()).unwrap_or(HeaderName::from_static("x-api-key")),
         limiter: NonZeroU32::new(api.rate_limit_per_second).map(|rate| RateLimiter::keyed(Quota::per_second(rate))),
         idempotency: Duration::from_secs(u64::from(api.idempotency_hours) * 3600),
@@ -94,7 +98,11 @@ async fn limit_body(
     let mut kept = Vec::new();
     let (mut over, mut read) = (declared.is_some_and(|n| n > limit), 0usize);
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { break };
+        let Ok(frame) = frame else {
+            // A broken upload is no request: answered, not passed on half-read (and not claimed).
+            let answer = Answer::invalid(InvalidField::Body);
+            return (answer.status, [(header::CONTENT_TYPE, "application/json")], answer.body()).into_response();
+        };
         if let Some(data) = frame.data_ref() {
             read += data.len();
             if !over {
@@ -125,7 +133,7 @@ async fn json_errors(response: Response) -> Response {
         return response;
     }
     let own = Own::for_status(status);
-    crate::metrics::api_request(status.as_u16(), own.code(), Duration::ZERO);
+    crate::metrics::api_refused(status.as_u16(), own.code());
     let mut out = (status, [(header::CONTENT_TYPE, "application/json")], Answer::own(own).body()).into_response();
     for (name, value) in response.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
@@ -234,7 +242,8 @@ async fn decide<S: Store>(state: &Arc<ApiState<S>>, headers: &HeaderMap, body: B
     // From here the request runs to its end even when the client goes away or the request
     // times out: spawned, not dropped with the handler.
     let (state, headers) = (Arc::clone(state), headers.clone());
-    let work = tokio::spawn(async move {
+    let tracker = state.work.clone();
+    let work = tracker.spawn(async move {
         let (answer, correlation, card, pending) = evaluate(&state, &headers, &body).await;
         let correlation = correlation.unwrap_or(correlation_id);
         if let Some(claim) = &claim {

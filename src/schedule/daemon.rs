@@ -95,6 +95,7 @@ pub async fn run_daemon<S: Store>(
     scheduler.start().await.map_err(|e| RunError::Internal(format!("scheduler: {e}")))?;
     let (tick_tx, mut ticks) = mpsc::channel::<Slot>(16);
     let next = daemon.arm(&scheduler, &tick_tx, clock::now()).await;
+    let mut armed = next;
     let tz = daemon.schedule.time_zone();
     tracing::info!(
         event = "schedule_started",
@@ -127,13 +128,21 @@ pub async fn run_daemon<S: Store>(
                 if let Some((kind, as_of, slot)) = done {
                     daemon.ended(kind, as_of, slot, ended).await;
                 }
+                // A check after each run: the next date is planned from the history as it is now.
+                if !settings.schedule.paused && !shutdown.is_cancelled() {
+                    daemon.check(settings.schedule.catch_up_days).await;
+                }
                 current = daemon.next_queued();
             }
             Some(slot) = ticks.recv() => {
-                let next = daemon.arm(&scheduler, &tick_tx, slot.at).await;
-                daemon.tick(slot, next, &mut current).await;
+                armed = daemon.arm(&scheduler, &tick_tx, slot.at).await;
+                daemon.tick(slot, armed, &mut current).await;
             }
             _ = check.tick() => {
+                if armed.is_none() {
+                    // Arming failed earlier: try again rather than never ticking again.
+                    armed = daemon.arm(&scheduler, &tick_tx, clock::now()).await;
+                }
                 daemon.refresh_gauges().await;
                 if current.is_none() && !settings.schedule.paused {
                     daemon.check(settings.schedule.catch_up_days).await;
@@ -407,7 +416,9 @@ impl<S: Store> Daemon<S> {
                 tracing::warn!(event = "slot_held", business_date = %date, "its run stopped for a person (exit 5); not taken over");
             }
         }
-        self.queue = decided.runs.into();
+        // One at a time: each run's end checks again, so the next date is planned from the
+        // history as it is then (another replica may have completed it meanwhile).
+        self.queue = decided.runs.into_iter().take(1).collect();
     }
 
     async fn refresh_gauges(&self) {

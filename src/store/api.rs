@@ -7,7 +7,7 @@ use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 
 use super::rows::{
     ANSWER_KEY_SQL, API_COUNTS_SQL, CLAIM_KEY_SQL, DROP_DEAD_KEY_SQL, KeyRow, MEMBER_CARD_SQL, PARK_KEY_SQL,
-    PRUNE_KEYS_SQL, READ_KEY_SQL, RELEASE_KEY_SQL, member_card, stored_answer,
+    PRUNE_KEYS_SQL, READ_KEY_SQL, RELEASE_KEY_SQL, SETTLE_PARKED_KEY_SQL, member_card, stored_answer,
 };
 use super::{CodeCount, Context, IdempotencyClaim, MemberCard, StoreError, StoredAnswer};
 
@@ -58,6 +58,7 @@ where
         .bind(c.body_hash.clone())
         .bind(at(c.now))
         .bind(at(c.expires_at))
+        .bind(c.token.clone())
         .fetch_optional(&mut *tx)
         .await
         .context("claiming an idempotency key")?;
@@ -76,7 +77,28 @@ where
     Ok(existing)
 }
 
-pub(crate) async fn answer<DB>(pool: &Pool<DB>, api_key_id: &str, key: &str, a: &StoredAnswer) -> Result<(), StoreError>
+pub(crate) async fn read<DB>(pool: &Pool<DB>, api_key_id: &str, key: &str) -> Result<Option<StoredAnswer>, StoreError>
+where
+    DB: Database,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    KeyRow: for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let row: Option<KeyRow> = sqlx::query_as(READ_KEY_SQL)
+        .bind(api_key_id.to_owned())
+        .bind(key.to_owned())
+        .fetch_optional(pool)
+        .await
+        .context("reading an idempotency key")?;
+    Ok(row.map(stored_answer))
+}
+
+pub(crate) async fn answer<DB>(
+    pool: &Pool<DB>,
+    (api_key_id, key, token): (&str, &str, &str),
+    a: &StoredAnswer,
+) -> Result<(), StoreError>
 where
     DB: Database,
     <DB as Database>::Arguments: IntoArguments<DB>,
@@ -91,16 +113,42 @@ where
         .bind(a.status.map(i64::from))
         .bind(a.response.clone())
         .bind(a.correlation_id.clone())
+        .bind(token.to_owned())
         .execute(pool)
         .await
         .context("storing an idempotent answer")?;
     Ok(())
 }
 
-pub(crate) async fn park<DB>(
+pub(crate) async fn settle_parked<DB>(
     pool: &Pool<DB>,
     api_key_id: &str,
     key: &str,
+    a: &StoredAnswer,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(SETTLE_PARKED_KEY_SQL)
+        .bind(api_key_id.to_owned())
+        .bind(key.to_owned())
+        .bind(a.status.map(i64::from))
+        .bind(a.response.clone())
+        .bind(a.correlation_id.clone())
+        .execute(pool)
+        .await
+        .context("storing a settled answer")?;
+    Ok(())
+}
+
+pub(crate) async fn park<DB>(
+    pool: &Pool<DB>,
+    (api_key_id, key, token): (&str, &str, &str),
     card_apply_no: &str,
     correlation_id: &str,
 ) -> Result<(), StoreError>
@@ -115,13 +163,14 @@ where
         .bind(key.to_owned())
         .bind(card_apply_no.to_owned())
         .bind(correlation_id.to_owned())
+        .bind(token.to_owned())
         .execute(pool)
         .await
         .context("parking an idempotency key on its application")?;
     Ok(())
 }
 
-pub(crate) async fn release<DB>(pool: &Pool<DB>, api_key_id: &str, key: &str) -> Result<(), StoreError>
+pub(crate) async fn release<DB>(pool: &Pool<DB>, (api_key_id, key, token): (&str, &str, &str)) -> Result<(), StoreError>
 where
     DB: Database,
     <DB as Database>::Arguments: IntoArguments<DB>,
@@ -131,6 +180,7 @@ where
     sqlx::query(RELEASE_KEY_SQL)
         .bind(api_key_id.to_owned())
         .bind(key.to_owned())
+        .bind(token.to_owned())
         .execute(pool)
         .await
         .context("releasing an idempotency key")?;
@@ -191,27 +241,45 @@ macro_rules! impl_api_log {
                 $crate::store::api::claim(&self.pool, claim, $at).await
             }
 
+            async fn read_idempotency(
+                &self,
+                api_key_id: &str,
+                key: &str,
+            ) -> Result<Option<$crate::store::StoredAnswer>, $crate::store::StoreError> {
+                $crate::store::api::read(&self.pool, api_key_id, key).await
+            }
+
             async fn answer_idempotency(
+                &self,
+                owner: $crate::store::KeyOwner<'_>,
+                answer: &$crate::store::StoredAnswer,
+            ) -> Result<(), $crate::store::StoreError> {
+                $crate::store::api::answer(&self.pool, owner, answer).await
+            }
+
+            async fn park_idempotency(
+                &self,
+                owner: $crate::store::KeyOwner<'_>,
+                card_apply_no: &str,
+                correlation_id: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                $crate::store::api::park(&self.pool, owner, card_apply_no, correlation_id).await
+            }
+
+            async fn settle_parked_idempotency(
                 &self,
                 api_key_id: &str,
                 key: &str,
                 answer: &$crate::store::StoredAnswer,
             ) -> Result<(), $crate::store::StoreError> {
-                $crate::store::api::answer(&self.pool, api_key_id, key, answer).await
+                $crate::store::api::settle_parked(&self.pool, api_key_id, key, answer).await
             }
 
-            async fn park_idempotency(
+            async fn release_idempotency(
                 &self,
-                api_key_id: &str,
-                key: &str,
-                card_apply_no: &str,
-                correlation_id: &str,
+                owner: $crate::store::KeyOwner<'_>,
             ) -> Result<(), $crate::store::StoreError> {
-                $crate::store::api::park(&self.pool, api_key_id, key, card_apply_no, correlation_id).await
-            }
-
-            async fn release_idempotency(&self, api_key_id: &str, key: &str) -> Result<(), $crate::store::StoreError> {
-                $crate::store::api::release(&self.pool, api_key_id, key).await
+                $crate::store::api::release(&self.pool, owner).await
             }
 
             async fn api_counts(

@@ -190,6 +190,9 @@ pub trait Schedules {
     fn db_gauges(&self) -> impl Future<Output = Result<DbGauges, StoreError>> + Send;
 }
 
+/// (calling key id, Idempotency-Key, the claiming request's token).
+pub type KeyOwner<'a> = (&'a str, &'a str, &'a str);
+
 /// What the sync API reads and writes besides the reissue itself: the caller's member and card,
 /// and the stored answers of its Idempotency-Keys.
 pub trait ApiLog {
@@ -204,11 +207,17 @@ pub trait ApiLog {
         claim: &IdempotencyClaim,
     ) -> impl Future<Output = Result<Option<StoredAnswer>, StoreError>> + Send;
 
-    /// Records the final answer of a claimed key.
-    fn answer_idempotency(
+    /// What is stored for a key, without claiming it (a waiting duplicate polls this).
+    fn read_idempotency(
         &self,
         api_key_id: &str,
         key: &str,
+    ) -> impl Future<Output = Result<Option<StoredAnswer>, StoreError>> + Send;
+
+    /// Records the final answer of the key `owner` claimed (a no-op once another request took it over).
+    fn answer_idempotency(
+        &self,
+        owner: KeyOwner<'_>,
         answer: &StoredAnswer,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -216,14 +225,21 @@ pub trait ApiLog {
     /// with that application's settled outcome once a run has settled it.
     fn park_idempotency(
         &self,
-        api_key_id: &str,
-        key: &str,
+        owner: KeyOwner<'_>,
         card_apply_no: &str,
         correlation_id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Stores the settled outcome of a parked key as its answer.
+    fn settle_parked_idempotency(
+        &self,
+        api_key_id: &str,
+        key: &str,
+        answer: &StoredAnswer,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Gives a claimed key up (its answer was not final: a 503).
-    fn release_idempotency(&self, api_key_id: &str, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release_idempotency(&self, owner: KeyOwner<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The sync API's results of a business date, per code (they have no run row).
     fn api_counts(

@@ -122,10 +122,17 @@ pub(crate) fn expect_run_closed(run_id: i64, changed: u64) -> Result<(), StoreEr
 }
 
 /// Pending reservations no live run owns: same text on both engines (no parameters).
+/// Pending reservations nobody is settling: their run ended or died, or (the sync API's, which
+/// have no run) their request is older than $1, so its own settlement is long over.
 pub(crate) const PENDING_RESERVATIONS_SQL: &str = "SELECT a.id, a.old_card_id, c.card_no, a.member_id, a.fee, a.card_apply_no, a.correlation_id \
      FROM card_application a JOIN card c ON c.id = a.old_card_id LEFT JOIN run ON run.id = a.run_id \
-     WHERE a.payment_state = 'PENDING_PAYMENT' AND (run.id IS NULL OR run.status <> 'running') \
+     WHERE a.payment_state = 'PENDING_PAYMENT' \
+       AND ((a.run_id IS NOT NULL AND (run.id IS NULL OR run.status <> 'running')) \
+            OR (a.run_id IS NULL AND a.created_at < $1)) \
      ORDER BY a.member_id, a.old_card_id";
+
+/// How long a sync API reservation is its request's to settle before runs take it as a leftover.
+pub(crate) const API_RESERVATION_GRACE: chrono::Duration = chrono::Duration::minutes(10);
 
 pub(crate) fn reservation_from_row<'r, R>(r: &'r R) -> Result<Reservation, sqlx::Error>
 where
@@ -243,7 +250,7 @@ pub(crate) const RUN_ROW_SQL: &str = "SELECT id, as_of, trigger, scope, status, 
 pub(crate) const RUNNING_RUNS_SQL: &str = "SELECT id FROM run WHERE status = 'running' ORDER BY id";
 
 /// Pending reservations, on either engine's pool.
-pub(crate) async fn pending_reservations<'c, DB, E>(conn: E) -> Result<Vec<Reservation>, StoreError>
+pub(crate) async fn pending_reservations<'c, DB, E, T>(conn: E, api_cutoff: T) -> Result<Vec<Reservation>, StoreError>
 where
     DB: sqlx::Database,
     E: sqlx::Executor<'c, Database = DB>,
@@ -251,8 +258,13 @@ where
     usize: ColumnIndex<DB::Row>,
     i64: for<'r> Decode<'r, DB> + Type<DB>,
     String: for<'r> Decode<'r, DB> + Type<DB>,
+    T: for<'q> sqlx::Encode<'q, DB> + Type<DB> + Send + 'static,
 {
-    let rows = sqlx::query(PENDING_RESERVATIONS_SQL).fetch_all(conn).await.context("listing pending reservations")?;
+    let rows = sqlx::query(PENDING_RESERVATIONS_SQL)
+        .bind(api_cutoff)
+        .fetch_all(conn)
+        .await
+        .context("listing pending reservations")?;
     rows.iter().map(reservation_from_row).collect::<Result<_, _>>().context("listing pending reservations")
 }
 
@@ -341,18 +353,23 @@ pub(crate) const MEMBER_CARD_SQL: &str = "SELECT m.status, c.id FROM member m \
      LEFT JOIN card c ON c.member_id = m.id AND c.card_no = $2 WHERE m.id = $1";
 pub(crate) const DROP_DEAD_KEY_SQL: &str = "DELETE FROM idempotency_key WHERE api_key_id = $1 AND key = $2 \
      AND (expires_at < $3 OR (status IS NULL AND application_id IS NULL AND created_at < $4))";
-pub(crate) const CLAIM_KEY_SQL: &str = "INSERT INTO idempotency_key (api_key_id, key, body_hash, created_at, expires_at) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (api_key_id, key) DO NOTHING RETURNING CAST(1 AS BIGINT)";
+pub(crate) const CLAIM_KEY_SQL: &str = "INSERT INTO idempotency_key (api_key_id, key, body_hash, created_at, expires_at, \
+     claim_token) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (api_key_id, key) DO NOTHING RETURNING CAST(1 AS BIGINT)";
 /// A key's row, with the state of the application it waits on (a 503 whose fee was unknown).
 pub(crate) const READ_KEY_SQL: &str = "SELECT k.body_hash, k.status, k.response, k.correlation_id, a.payment_state, \
      a.card_apply_no FROM idempotency_key k LEFT JOIN card_application a ON a.id = k.application_id \
      WHERE k.api_key_id = $1 AND k.key = $2";
 pub(crate) const PARK_KEY_SQL: &str = "UPDATE idempotency_key SET correlation_id = $4, \
-     application_id = (SELECT id FROM card_application WHERE card_apply_no = $3) WHERE api_key_id = $1 AND key = $2";
+     application_id = (SELECT id FROM card_application WHERE card_apply_no = $3) \
+     WHERE api_key_id = $1 AND key = $2 AND claim_token = $5 AND status IS NULL";
+/// Only the claim's own request answers, parks or releases it (a takeover changed the token).
 pub(crate) const ANSWER_KEY_SQL: &str = "UPDATE idempotency_key SET status = $3, response = $4, correlation_id = $5 \
-     WHERE api_key_id = $1 AND key = $2";
+     WHERE api_key_id = $1 AND key = $2 AND claim_token = $6 AND status IS NULL";
+/// The settled outcome of a parked key becomes its answer (whoever reads it first stores it).
+pub(crate) const SETTLE_PARKED_KEY_SQL: &str = "UPDATE idempotency_key SET status = $3, response = $4, \
+     correlation_id = $5 WHERE api_key_id = $1 AND key = $2 AND status IS NULL AND application_id IS NOT NULL";
 pub(crate) const RELEASE_KEY_SQL: &str =
-    "DELETE FROM idempotency_key WHERE api_key_id = $1 AND key = $2 AND status IS NULL";
+    "DELETE FROM idempotency_key WHERE api_key_id = $1 AND key = $2 AND status IS NULL AND claim_token = $3";
 pub(crate) const PRUNE_KEYS_SQL: &str = "DELETE FROM idempotency_key WHERE expires_at < $1 RETURNING CAST(1 AS BIGINT)";
 
 /// The member-and-card row read back into its meaning.

@@ -144,6 +144,8 @@ pub struct IdempotencyClaim {
     pub expires_at: DateTime<Utc>,
     /// An unanswered row older than this belongs to a request that died.
     pub stale_before: DateTime<Utc>,
+    /// This request's own token: only it may answer, park or release the key.
+    pub token: String,
 }
 
 /// What an Idempotency-Key holds: the body hash, and the first final answer once there is one.

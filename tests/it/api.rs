@@ -502,7 +502,15 @@ async fn an_unknown_fee_outcome_is_503_and_a_repeat_after_the_batch_settles_it_r
     assert_eq!(headers["retry-after"], "30");
     let (status, _, again) = post(&served.base, &request, &key).await;
     assert_eq!((status, again["code"].as_str()), (503, Some("900_504")), "still unknown: not stored, not rerun");
-    // The batch settles the reservation with the same idempotency key toward the fee service.
+    // A run leaves an API reservation to its request for 10 minutes...
+    served.db.ok(&["run", "--as-of", &today()]);
+    let (status, _, still) = post(&served.base, &request, &key).await;
+    assert_eq!((status, still["code"].as_str()), (503, Some("900_504")), "not settled by a run yet");
+    // ...then settles it with the same idempotency key toward the fee service.
+    sqlx::query("UPDATE card_application SET created_at = '2000-01-01T00:00:00.000000Z' WHERE payment_state = 'PENDING_PAYMENT'")
+        .execute(&served.db.pool().await)
+        .await
+        .unwrap();
     served.db.ok(&["run", "--as-of", &today()]);
     let (status, headers, settled) = post(&served.base, &request, &key).await;
     assert_eq!((status, settled["code"].as_str()), (200, Some("000_000")), "{settled}");

@@ -103,7 +103,7 @@ impl Store for SqliteStore {
     }
 
     async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
-        super::rows::pending_reservations(&self.pool).await
+        super::rows::pending_reservations(&self.pool, ts(chrono::Utc::now() - super::rows::API_RESERVATION_GRACE)).await
     }
 
     async fn find_card_id(&self, card_no: &str) -> Result<Option<i64>, StoreError> {
