@@ -173,7 +173,8 @@ async fn pg_exec(args: &Args, sql: String) -> Result<(), Error> {
 
 /// The generated data set for (database, cards, seed), made once and reused.
 async fn template(args: &Args, dialect: Dialect, cards: u64) -> Result<String, Error> {
-    let tag = format!("{cards}_s{}", args.seed);
+    // The as-of is part of the data: the API cell's data is made for today.
+    let tag = format!("{cards}_s{}_{}", args.seed, args.as_of.replace('-', ""));
     let (url, exists) = match dialect {
         Dialect::Sqlite => {
             let path = args.out.join("data").join(format!("sqlite_{tag}.db"));
@@ -184,7 +185,15 @@ async fn template(args: &Args, dialect: Dialect, cards: u64) -> Result<String, E
             (format!("{}/{name}", args.pg), pg_exists(args, &name).await?)
         }
     };
-    if !exists {
+    let migrate_log = args.out.join("logs").join(format!("migrate_{tag}.log"));
+    // Data made by an older build gets this build's migrations; data whose schema this build
+    // cannot migrate (a migration that changed since) is made again.
+    let usable = exists && worker(&url, &["migrate"], &migrate_log, &[]).is_ok();
+    if !usable {
+        if exists {
+            println!("the {dialect:?} data set for {tag} has a schema this build cannot migrate: generating it again");
+            drop_template(args, dialect, &url, &tag).await?;
+        }
         let log = args.out.join("logs").join(format!("seed_{tag}.log"));
         let started = Instant::now();
         let seed = args.seed.to_string();
@@ -192,13 +201,24 @@ async fn template(args: &Args, dialect: Dialect, cards: u64) -> Result<String, E
         worker(&url, &["seed-demo", "--cards", &n, "--seed", &seed, "--as-of", &args.as_of], &log, &[])?;
         println!("generated {cards} cards on {dialect:?} in {:.1} s", started.elapsed().as_secs_f64());
     }
-    // Data made by an older build gets this build's migrations (cheap: no data migration yet).
-    worker(&url, &["migrate"], &args.out.join("logs").join(format!("migrate_{tag}.log")), &[])?;
     if dialect == Dialect::Sqlite {
         let mut conn = sqlx::SqliteConnection::connect(&url).await?;
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await?;
     }
     Ok(url)
+}
+
+async fn drop_template(args: &Args, dialect: Dialect, url: &str, tag: &str) -> Result<(), Error> {
+    match dialect {
+        Dialect::Sqlite => {
+            let path = url.trim_start_matches("sqlite://");
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+            Ok(())
+        }
+        Dialect::Postgres => pg_exec(args, format!("DROP DATABASE IF EXISTS bench_tpl_{tag} WITH (FORCE)")).await,
+    }
 }
 
 /// A fresh copy of the template named `role`; returns its URL.
