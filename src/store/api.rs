@@ -94,6 +94,35 @@ where
     Ok(row.map(stored_answer))
 }
 
+/// Stores `a` as the key's answer: by its claimer (`ANSWER_KEY_SQL`, `$6` its token), or as the
+/// settled outcome of a parked key (`SETTLE_PARKED_KEY_SQL`, no token).
+async fn write_answer<DB>(
+    pool: &Pool<DB>,
+    sql: &'static str,
+    (api_key_id, key, token): (&str, &str, Option<&str>),
+    a: &StoredAnswer,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+{
+    let mut query = sqlx::query(sql)
+        .bind(api_key_id.to_owned())
+        .bind(key.to_owned())
+        .bind(a.status.map(i64::from))
+        .bind(a.response.clone())
+        .bind(a.correlation_id.clone());
+    if let Some(token) = token {
+        query = query.bind(token.to_owned());
+    }
+    query.execute(pool).await.context("storing an idempotent answer")?;
+    Ok(())
+}
+
 pub(crate) async fn answer<DB>(
     pool: &Pool<DB>,
     (api_key_id, key, token): (&str, &str, &str),
@@ -107,17 +136,7 @@ where
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
 {
-    sqlx::query(ANSWER_KEY_SQL)
-        .bind(api_key_id.to_owned())
-        .bind(key.to_owned())
-        .bind(a.status.map(i64::from))
-        .bind(a.response.clone())
-        .bind(a.correlation_id.clone())
-        .bind(token.to_owned())
-        .execute(pool)
-        .await
-        .context("storing an idempotent answer")?;
-    Ok(())
+    write_answer(pool, ANSWER_KEY_SQL, (api_key_id, key, Some(token)), a).await
 }
 
 pub(crate) async fn settle_parked<DB>(
@@ -134,16 +153,7 @@ where
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
 {
-    sqlx::query(SETTLE_PARKED_KEY_SQL)
-        .bind(api_key_id.to_owned())
-        .bind(key.to_owned())
-        .bind(a.status.map(i64::from))
-        .bind(a.response.clone())
-        .bind(a.correlation_id.clone())
-        .execute(pool)
-        .await
-        .context("storing a settled answer")?;
-    Ok(())
+    write_answer(pool, SETTLE_PARKED_KEY_SQL, (api_key_id, key, None), a).await
 }
 
 pub(crate) async fn park<DB>(
