@@ -71,23 +71,18 @@ impl<S: Store> App<S> {
         batch::execute(&self.store, &self.settings, self.charger.as_ref(), request, shutdown).await
     }
 
-    /// The sync API's reissue of one card the caller owns: the same operation, recorded without a
-    /// run row (result trigger `api`), delivered to the request's address.
+    /// The sync API's reissue of one card the caller must own: its member and card looked up,
+    /// then the same operation in the same transaction, recorded without a run row (result
+    /// trigger `api`), delivered to the request's address.
     pub async fn reissue_for_api(
         &self,
-        card_id: i64,
+        (user_id, card_no): (i64, &str),
         delivery: &DeliveryAddress,
         as_of: NaiveDate,
         shutdown: Shutdown,
-    ) -> Result<ReissueOutcome, RunError> {
-        batch::reissue_for_api(
-            &self.store,
-            &self.settings,
-            self.charger.as_ref(),
-            (card_id, delivery, as_of),
-            &shutdown,
-        )
-        .await
+    ) -> Result<batch::ApiReissue, RunError> {
+        let request = (user_id, card_no, delivery, as_of);
+        batch::reissue_for_api(&self.store, &self.settings, self.charger.as_ref(), request, &shutdown).await
     }
 
     /// Evaluates, claims, charges and records exactly one card (its own run row, scope `card`)

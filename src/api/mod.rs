@@ -26,11 +26,12 @@ pub use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 
 use self::answer::{Answer, Own};
+use crate::batch::ApiReissue;
 use crate::domain::as_of::business_date;
 use crate::domain::card_number::mask;
 use crate::domain::codes::{InvalidField, Outcome};
 use crate::domain::ids::correlation_id;
-use crate::store::{MemberCard, Store};
+use crate::store::Store;
 use crate::worker::App;
 
 pub const CRYPTO_KEY_HEADER: &str = "X-KM-Crypto-Key-Id";
@@ -287,20 +288,13 @@ async fn evaluate<S: Store>(state: &ApiState<S>, headers: &HeaderMap, body: &[u8
         Err(field) => return (Answer::invalid(field), None, None, None),
     };
     let card = Some(mask(&checked.card_no));
-    let store = state.app.store();
-    let card_id = match store.member_card(checked.user_id, &checked.card_no).await {
-        Ok(MemberCard::Card(id)) => id,
-        Ok(MemberCard::NoMember) => return (Answer::outcome(Outcome::WalletUserNotFound, None), None, card, None),
-        Ok(MemberCard::NotTheirs) => return (Answer::invalid(InvalidField::OldCardNo), None, card, None),
-        Err(e) => {
-            tracing::error!(event = "api_store_error", error = %e);
-            return (Answer::own(Own::Unavailable), None, card, None);
-        }
-    };
     let as_of = business_date(Utc::now(), state.app.settings().time_zone());
     // Its own token: a shutdown lets requests in flight finish (the listener drains them).
-    match state.app.reissue_for_api(card_id, &checked.delivery, as_of, CancellationToken::new()).await {
-        Ok(outcome) => {
+    let asked = (checked.user_id, checked.card_no.as_str());
+    match state.app.reissue_for_api(asked, &checked.delivery, as_of, CancellationToken::new()).await {
+        Ok(ApiReissue::NoMember) => (Answer::outcome(Outcome::WalletUserNotFound, None), None, card, None),
+        Ok(ApiReissue::NotTheirs) => (Answer::invalid(InvalidField::OldCardNo), None, card, None),
+        Ok(ApiReissue::Done(outcome)) => {
             let number = outcome.card_apply_no.map(|n| n.as_str().to_owned());
             let (answer, pending) = match (outcome.code, outcome.message) {
                 (Some(code), Some(message)) => (Answer::recorded(code, message, number), None),

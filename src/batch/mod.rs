@@ -12,5 +12,5 @@ mod settle;
 mod tally;
 
 pub use hooks::{CHUNK_DELAY_ENV, PAUSE_ENV, PAUSED_MARKER, RELEASE_ENV, START_GATE_ENV};
-pub use reissue::{ReissueOutcome, reissue_for_api};
+pub use reissue::{ApiReissue, ReissueOutcome, reissue_for_api};
 pub use run::{RunError, RunReport, RunRequest, StartNotice, execute};

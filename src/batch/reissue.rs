@@ -57,8 +57,21 @@ pub(super) async fn reissue_one<S: Store>(
     (card_id, delivery): (i64, Option<&DeliveryAddress>),
     shutdown: &CancellationToken,
 ) -> Result<Reissued, RunError> {
+    let tx = store.begin_chunk(ctx.dry_run).await?;
+    reissue_in(store, tx, ctx, fields, charger, (card_id, delivery), shutdown).await
+}
+
+/// [`reissue_one`] in a transaction already begun (the API looks its member up in it first).
+async fn reissue_in<S: Store>(
+    store: &S,
+    mut tx: S::Chunk,
+    ctx: &ChunkContext,
+    fields: &RunFields,
+    charger: Option<&Arc<HttpCharger>>,
+    (card_id, delivery): (i64, Option<&DeliveryAddress>),
+    shutdown: &CancellationToken,
+) -> Result<Reissued, RunError> {
     let started = Instant::now();
-    let mut tx = store.begin_chunk(ctx.dry_run).await?;
     let page = PageQuery { as_of: ctx.as_of, window_months: Vec::new(), after: 0, limit: 1, only_card: Some(card_id) };
     let Some(mut candidate) = tx.read_candidates(&page).await?.candidates.pop() else {
         return Err(RunError::UnknownCard(format!("card id {card_id}")));
@@ -130,21 +143,38 @@ pub(super) async fn reissue_one<S: Store>(
     Ok(Reissued { outcome, results, pending })
 }
 
-/// The sync API's reissue: [`reissue_one`] with its results recorded without a run row (trigger
-/// `api`), on today's as-of, to the request's delivery address.
+/// What the sync API's reissue found: the caller's member and card, then the operation's outcome.
+#[derive(Debug)]
+pub enum ApiReissue {
+    /// No such member, or a cancelled one (`001_006`).
+    NoMember,
+    /// The member has no card with that number (`000_002 cardInfo.oldCardNo`).
+    NotTheirs,
+    Done(Box<ReissueOutcome>),
+}
+
+/// The sync API's reissue: the caller's member and card looked up, then [`reissue_one`] on that
+/// card in the same transaction, its results recorded without a run row (trigger `api`), on
+/// `as_of`, to the request's delivery address.
 pub async fn reissue_for_api<S: Store>(
     store: &S,
     settings: &crate::config::Settings,
     charger: Option<&Arc<HttpCharger>>,
-    (card_id, delivery, as_of): (i64, &DeliveryAddress, chrono::NaiveDate),
+    (user_id, card_no, delivery, as_of): (i64, &str, &DeliveryAddress, chrono::NaiveDate),
     shutdown: &CancellationToken,
-) -> Result<ReissueOutcome, RunError> {
+) -> Result<ApiReissue, RunError> {
     let charger = match (settings.fees.mode, charger) {
         (crate::config::FeeMode::Http, None) => {
             return Err(RunError::FeeClient("fees.mode = \"http\" but no fee client was built".to_owned()));
         }
         (crate::config::FeeMode::Http, charger) => charger,
         (crate::config::FeeMode::Ledger, _) => None,
+    };
+    let mut tx = store.begin_chunk(false).await?;
+    let card_id = match tx.member_card(user_id, card_no).await? {
+        crate::store::MemberCard::NoMember => return Ok(ApiReissue::NoMember),
+        crate::store::MemberCard::NotTheirs => return Ok(ApiReissue::NotTheirs),
+        crate::store::MemberCard::Card(id) => id,
     };
     let ctx = ChunkContext {
         run_id: None,
@@ -158,9 +188,9 @@ pub async fn reissue_for_api<S: Store>(
         reported_products: Arc::default(),
     };
     let fields = RunFields { run_id: 0, as_of: as_of.to_string(), trigger: "api", dry_run: false };
-    let done = reissue_one(store, &ctx, &fields, charger, (card_id, Some(delivery)), shutdown).await?;
+    let done = reissue_in(store, tx, &ctx, &fields, charger, (card_id, Some(delivery)), shutdown).await?;
     for card in &done.results {
         crate::metrics::card(card.code, card.fee);
     }
-    Ok(done.outcome)
+    Ok(ApiReissue::Done(Box::new(done.outcome)))
 }

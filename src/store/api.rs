@@ -11,19 +11,20 @@ use super::rows::{
 };
 use super::{CodeCount, Context, IdempotencyClaim, MemberCard, StoreError, StoredAnswer};
 
-pub(crate) async fn member_card_of<DB>(pool: &Pool<DB>, user_id: i64, card_no: &str) -> Result<MemberCard, StoreError>
+/// The API's member-and-card lookup, on a pool or inside a chunk's transaction.
+pub(crate) async fn member_card_of<'c, DB, E>(conn: E, user_id: i64, card_no: &str) -> Result<MemberCard, StoreError>
 where
     DB: Database,
+    E: Executor<'c, Database = DB>,
     <DB as Database>::Arguments: IntoArguments<DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
     (String, Option<i64>): for<'r> sqlx::FromRow<'r, DB::Row>,
 {
     let row: Option<(String, Option<i64>)> = sqlx::query_as(MEMBER_CARD_SQL)
         .bind(user_id)
-        .bind(card_no)
-        .fetch_optional(pool)
+        .bind(card_no.to_owned())
+        .fetch_optional(conn)
         .await
         .context("looking up the member's card")?;
     Ok(member_card(row))
@@ -236,14 +237,6 @@ where
 macro_rules! impl_api_log {
     ($store:ty, $at:expr, $date:expr) => {
         impl $crate::store::ApiLog for $store {
-            async fn member_card(
-                &self,
-                user_id: i64,
-                card_no: &str,
-            ) -> Result<$crate::store::MemberCard, $crate::store::StoreError> {
-                $crate::store::api::member_card_of(&self.pool, user_id, card_no).await
-            }
-
             async fn claim_idempotency(
                 &self,
                 claim: &$crate::store::IdempotencyClaim,

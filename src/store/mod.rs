@@ -93,6 +93,14 @@ pub trait ChunkTx: Send {
         high: &CardApplyNo,
     ) -> impl Future<Output = Result<Vec<CardApplyNo>, StoreError>> + Send;
 
+    /// The sync API: whether member `user_id` exists, is not cancelled, and owns card `card_no`
+    /// (read in the transaction that then reissues the card).
+    fn member_card(
+        &mut self,
+        user_id: i64,
+        card_no: &str,
+    ) -> impl Future<Output = Result<MemberCard, StoreError>> + Send;
+
     /// Withdraws claims made in this transaction (fee declined in ledger mode).
     fn unclaim(&mut self, application_ids: &[i64]) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -193,12 +201,9 @@ pub trait Schedules {
 /// (calling key id, Idempotency-Key, the claiming request's token).
 pub type KeyOwner<'a> = (&'a str, &'a str, &'a str);
 
-/// What the sync API reads and writes besides the reissue itself: the caller's member and card,
-/// and the stored answers of its Idempotency-Keys.
+/// What the sync API reads and writes besides the reissue itself: the stored answers of its
+/// Idempotency-Keys, and its results per business date.
 pub trait ApiLog {
-    /// Whether member `user_id` exists, is not cancelled, and owns card `card_no`.
-    fn member_card(&self, user_id: i64, card_no: &str) -> impl Future<Output = Result<MemberCard, StoreError>> + Send;
-
     /// Takes (calling key, Idempotency-Key) for this request, or returns what is stored for it.
     /// An expired row, or one left unanswered since `stale_before` (its request died), is
     /// replaced.

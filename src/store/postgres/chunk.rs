@@ -12,8 +12,8 @@ use crate::store::rows::{
     LIVE_APPLICATION_CARDS_PG, add_to_budget, candidate_from_row, claimed_from_row, expect_rows, taken_apply_nos,
 };
 use crate::store::{
-    Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, NewApplication, PageQuery, ResultOrigin, ResultRow,
-    Settlement, StoreError,
+    Candidate, CandidatePage, ChunkTx, Claimed, Context, Debit, MemberCard, NewApplication, PageQuery, ResultOrigin,
+    ResultRow, Settlement, StoreError,
 };
 
 pub struct PgChunk {
@@ -209,6 +209,10 @@ impl ChunkTx for PgChunk {
         .await
         .context("claiming applications")?;
         rows.iter().map(claimed_from_row).collect::<Result<_, _>>().context("reading claims")
+    }
+
+    async fn member_card(&mut self, user_id: i64, card_no: &str) -> Result<MemberCard, StoreError> {
+        crate::store::api::member_card_of(&mut *self.tx, user_id, card_no).await
     }
 
     async fn live_application_cards(&mut self, card_ids: &[i64]) -> Result<Vec<i64>, StoreError> {
