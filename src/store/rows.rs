@@ -399,3 +399,52 @@ pub(crate) fn stored_answer(row: KeyRow) -> super::StoredAnswer {
 /// The sync API's results of one business date, per code.
 pub(crate) const API_COUNTS_SQL: &str = "SELECT code, count(*), CAST(coalesce(sum(fee), 0) AS BIGINT) FROM result \
      WHERE trigger = 'api' AND as_of = $1 GROUP BY code ORDER BY code";
+
+/// How an engine stores an instant and a business date.
+pub(crate) type StoredForm<T, D> = (fn(chrono::DateTime<chrono::Utc>) -> T, fn(chrono::NaiveDate) -> D);
+
+/// The slot row a run links to, in the run's own transaction: inserted by the first claimer,
+/// found by a takeover. `at` and `date` store an instant and a business date in the engine's own
+/// form (text on SQLite).
+pub(crate) async fn claim_slot<DB, T, D>(
+    conn: &mut DB::Connection,
+    claim: &super::SlotClaim,
+    owner: String,
+    (at, date): StoredForm<T, D>,
+) -> Result<i64, StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    T: for<'q> sqlx::Encode<'q, DB> + Type<DB> + Send + 'static,
+    D: for<'q> sqlx::Encode<'q, DB> + Type<DB> + Send + 'static,
+    for<'q> String: sqlx::Encode<'q, DB> + Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    (i64, Option<String>): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    if !claim.takeover {
+        let id: Option<i64> = sqlx::query_scalar(CLAIM_SLOT_SQL)
+            .bind(claim.schedule.clone())
+            .bind(at(claim.at))
+            .bind(date(claim.as_of))
+            .bind(owner)
+            .bind(at(chrono::Utc::now()))
+            .fetch_optional(&mut *conn)
+            .await
+            .context("claiming a schedule slot")?;
+        return id.ok_or_else(|| super::slot_taken(claim, None));
+    }
+    let row: Option<(i64, Option<String>)> = sqlx::query_as(FIND_SLOT_SQL)
+        .bind(claim.schedule.clone())
+        .bind(at(claim.at))
+        .fetch_optional(&mut *conn)
+        .await
+        .context("finding a schedule slot")?;
+    match row {
+        Some((id, None)) => Ok(id),
+        Some((_, held)) => Err(super::slot_taken(claim, held)),
+        None => {
+            Err(StoreError::Invariant { context: "taking over a slot", detail: format!("slot {} vanished", claim.at) })
+        }
+    }
+}

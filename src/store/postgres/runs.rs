@@ -9,11 +9,10 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::store::rows::{
-    CLAIM_SLOT_SQL, END_RUN_SQL, FIND_SLOT_SQL, INSERT_RUN_SQL, RUN_ROW_SQL, RUNNING_RUNS_SQL, expect_run_closed,
-    is_unique_violation, run_enums,
+    END_RUN_SQL, INSERT_RUN_SQL, RUN_ROW_SQL, RUNNING_RUNS_SQL, expect_run_closed, is_unique_violation, run_enums,
 };
 use crate::store::{
-    CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, SlotClaim, StoreError, slot_taken, totals,
+    CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, slot_taken, totals,
 };
 
 /// The advisory-lock namespace of run liveness ("RENW"): `pg_advisory_lock(RUN_LOCK_SPACE, run id)`.
@@ -37,7 +36,9 @@ pub(super) async fn start(options: &PgConnectOptions, run: &NewRun) -> Result<Ru
     // never sees a live run's row without its lock.
     let mut tx = conn.begin().await.context("starting a run")?;
     let slot_id = match &run.slot {
-        Some(claim) => Some(claim_slot(&mut tx, claim).await?),
+        Some(claim) => {
+            Some(crate::store::rows::claim_slot::<sqlx::Postgres, _, _>(&mut tx, claim, owner(), (|t| t, |d| d)).await?)
+        }
         None => None,
     };
     let inserted = sqlx::query_scalar(INSERT_RUN_SQL)
@@ -65,35 +66,6 @@ pub(super) async fn start(options: &PgConnectOptions, run: &NewRun) -> Result<Ru
         .context("taking the run lock")?;
     tx.commit().await.context("starting a run")?;
     Ok(RunHandle { id, guard: RunGuard::Advisory(Box::new(conn)) })
-}
-
-/// The slot row a run links to: inserted by the first claimer, found by a takeover.
-async fn claim_slot(conn: &mut PgConnection, claim: &SlotClaim) -> Result<i64, StoreError> {
-    if !claim.takeover {
-        let id: Option<i64> = sqlx::query_scalar(CLAIM_SLOT_SQL)
-            .bind(&claim.schedule)
-            .bind(claim.at)
-            .bind(claim.as_of)
-            .bind(owner())
-            .bind(Utc::now())
-            .fetch_optional(&mut *conn)
-            .await
-            .context("claiming a schedule slot")?;
-        return id.ok_or_else(|| slot_taken(claim, None));
-    }
-    let row: Option<(i64, Option<String>)> = sqlx::query_as(FIND_SLOT_SQL)
-        .bind(&claim.schedule)
-        .bind(claim.at)
-        .fetch_optional(&mut *conn)
-        .await
-        .context("finding a schedule slot")?;
-    match row {
-        Some((id, None)) => Ok(id),
-        Some((_, held)) => Err(slot_taken(claim, held)),
-        None => {
-            Err(StoreError::Invariant { context: "taking over a slot", detail: format!("slot {} vanished", claim.at) })
-        }
-    }
 }
 
 pub(super) async fn close_abandoned(pool: &PgPool) -> Result<Vec<i64>, StoreError> {

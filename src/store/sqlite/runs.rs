@@ -11,11 +11,10 @@ use sqlx::{Row, SqlitePool};
 
 use super::{SqliteStore, parse_ts, ts};
 use crate::store::rows::{
-    CLAIM_SLOT_SQL, END_RUN_SQL, FIND_SLOT_SQL, INSERT_RUN_SQL, RUN_ROW_SQL, RUNNING_RUNS_SQL, expect_run_closed,
-    is_unique_violation, run_enums,
+    END_RUN_SQL, INSERT_RUN_SQL, RUN_ROW_SQL, RUNNING_RUNS_SQL, expect_run_closed, is_unique_violation, run_enums,
 };
 use crate::store::{
-    CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, SlotClaim, StoreError, slot_taken, totals,
+    CodeCount, Context, NewRun, RunGuard, RunHandle, RunStatus, RunSummary, StoreError, slot_taken, totals,
 };
 
 fn lock_path(store: &SqliteStore, run_id: i64) -> PathBuf {
@@ -43,7 +42,10 @@ pub(super) async fn start(store: &SqliteStore, run: &NewRun) -> Result<RunHandle
     // IMMEDIATE transaction never sees the row before the lock is held.
     let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await.context("starting a run")?;
     let slot_id = match &run.slot {
-        Some(claim) => Some(claim_slot(&mut tx, claim).await?),
+        Some(claim) => Some(
+            crate::store::rows::claim_slot::<sqlx::Sqlite, _, _>(&mut tx, claim, owner(), (ts, |d| d.to_string()))
+                .await?,
+        ),
         None => None,
     };
     let inserted = sqlx::query_scalar(INSERT_RUN_SQL)
@@ -71,34 +73,6 @@ pub(super) async fn start(store: &SqliteStore, run: &NewRun) -> Result<RunHandle
     })?;
     tx.commit().await.context("starting a run")?;
     Ok(RunHandle { id, guard: RunGuard::File { _file: file, path } })
-}
-
-/// The slot row a run links to: inserted by the first claimer, found by a takeover.
-async fn claim_slot(conn: &mut sqlx::SqliteConnection, claim: &SlotClaim) -> Result<i64, StoreError> {
-    let at = ts(claim.at);
-    if !claim.takeover {
-        let id: Option<i64> = sqlx::query_scalar(CLAIM_SLOT_SQL)
-            .bind(&claim.schedule)
-            .bind(&at)
-            .bind(claim.as_of.to_string())
-            .bind(owner())
-            .bind(ts(Utc::now()))
-            .fetch_optional(&mut *conn)
-            .await
-            .context("claiming a schedule slot")?;
-        return id.ok_or_else(|| slot_taken(claim, None));
-    }
-    let row: Option<(i64, Option<String>)> = sqlx::query_as(FIND_SLOT_SQL)
-        .bind(&claim.schedule)
-        .bind(&at)
-        .fetch_optional(&mut *conn)
-        .await
-        .context("finding a schedule slot")?;
-    match row {
-        Some((id, None)) => Ok(id),
-        Some((_, held)) => Err(slot_taken(claim, held)),
-        None => Err(StoreError::Invariant { context: "taking over a slot", detail: format!("slot {at} vanished") }),
-    }
 }
 
 pub(super) async fn close_abandoned(store: &SqliteStore) -> Result<Vec<i64>, StoreError> {
