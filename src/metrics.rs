@@ -139,12 +139,12 @@ pub fn fee_request(outcome: &'static str, duration: Duration) {
 
 /// One answer of the sync API.
 pub fn api_request(status: u16, code: &'static str, duration: Duration) {
-    counter!(API_REQUESTS_TOTAL, "route" => API_ROUTE, "status" => status.to_string(), "code" => code).increment(1);
+    api_answer_counted(status, code);
     histogram!(API_REQUEST_DURATION, "route" => API_ROUTE).record(duration.as_secs_f64());
 }
 
-/// An answer of the framework's own (404, 405, 408, 413, shedding): counted, not timed.
-pub fn api_refused(status: u16, code: &'static str) {
+/// One answer counted (the framework's own, 404, 405, 408, 413 and shedding, are counted only, not timed).
+pub fn api_answer_counted(status: u16, code: &'static str) {
     counter!(API_REQUESTS_TOTAL, "route" => API_ROUTE, "status" => status.to_string(), "code" => code).increment(1);
 }
 

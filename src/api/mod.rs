@@ -134,7 +134,7 @@ async fn json_errors(response: Response) -> Response {
         return response;
     }
     let own = Own::for_status(status);
-    crate::metrics::api_refused(status.as_u16(), own.code());
+    crate::metrics::api_answer_counted(status.as_u16(), own.code());
     let mut out = (status, [(header::CONTENT_TYPE, "application/json")], Answer::own(own).body()).into_response();
     for (name, value) in response.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

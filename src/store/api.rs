@@ -157,6 +157,27 @@ where
     write_answer(pool, SETTLE_PARKED_KEY_SQL, (api_key_id, key, None), a).await
 }
 
+/// Runs a statement whose parameters are all text, in order.
+async fn execute_texts<DB>(
+    pool: &Pool<DB>,
+    sql: &'static str,
+    texts: &[&str],
+    context: &'static str,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let mut query = sqlx::query(sql);
+    for text in texts {
+        query = query.bind((*text).to_owned());
+    }
+    query.execute(pool).await.context(context)?;
+    Ok(())
+}
+
 pub(crate) async fn park<DB>(
     pool: &Pool<DB>,
     (api_key_id, key, token): (&str, &str, &str),
@@ -169,16 +190,8 @@ where
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
 {
-    sqlx::query(PARK_KEY_SQL)
-        .bind(api_key_id.to_owned())
-        .bind(key.to_owned())
-        .bind(card_apply_no.to_owned())
-        .bind(correlation_id.to_owned())
-        .bind(token.to_owned())
-        .execute(pool)
-        .await
-        .context("parking an idempotency key on its application")?;
-    Ok(())
+    let texts = [api_key_id, key, card_apply_no, correlation_id, token];
+    execute_texts(pool, PARK_KEY_SQL, &texts, "parking an idempotency key on its application").await
 }
 
 pub(crate) async fn release<DB>(pool: &Pool<DB>, (api_key_id, key, token): (&str, &str, &str)) -> Result<(), StoreError>
@@ -188,14 +201,7 @@ where
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
 {
-    sqlx::query(RELEASE_KEY_SQL)
-        .bind(api_key_id.to_owned())
-        .bind(key.to_owned())
-        .bind(token.to_owned())
-        .execute(pool)
-        .await
-        .context("releasing an idempotency key")?;
-    Ok(())
+    execute_texts(pool, RELEASE_KEY_SQL, &[api_key_id, key, token], "releasing an idempotency key").await
 }
 
 pub(crate) async fn prune<DB, T>(
