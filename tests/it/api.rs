@@ -16,6 +16,7 @@ both_backends!(
     fifty_concurrent_requests_for_one_card_give_one_application_and_one_debit,
     an_idempotency_key_replays_the_first_answer_and_refuses_another_body,
     bad_input_gets_the_documented_answers_and_writes_nothing,
+    the_api_racing_a_batch_run_on_one_card_gives_one_application_in_both_orders,
 );
 
 pub const KEY: &str = "0123456789abcdef0123";
@@ -364,10 +365,9 @@ async fn serve_refuses_to_start_without_a_key_and_api_paused_answers_503() {
     assert_eq!(applications_and_debits(&served.db, SUCCESS_FREE).await, (0, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_racing_a_batch_run_on_one_card_gives_one_application_in_both_orders() {
+async fn the_api_racing_a_batch_run_on_one_card_gives_one_application_in_both_orders(kind: Kind) {
     // API first, then the batch: the batch skips the card (its application).
-    let served = serve(seeded(Kind::Sqlite, 200), |_| {});
+    let served = serve(seeded(kind, 200), |_| {});
     let (card_no, member) = card(&served.db, SUCCESS_FEE).await;
     let (status, _, _) = post(&served.base, &body(member, &card_no), &[]).await;
     assert_eq!(status, 200);
@@ -375,7 +375,7 @@ async fn the_api_racing_a_batch_run_on_one_card_gives_one_application_in_both_or
     assert_eq!(applications_and_debits(&served.db, SUCCESS_FEE).await, (1, 1));
 
     // The batch first, held at its commit; the API request waits for it and learns 003_004.
-    let served = serve(seeded(Kind::Sqlite, 200), |_| {});
+    let served = serve(seeded(kind, 200), |_| {});
     let (card_no, member) = card(&served.db, SUCCESS_FEE).await;
     let release = served.db.dir.path().join("release");
     let mut batch = Spawned::start(
@@ -394,6 +394,48 @@ async fn the_api_racing_a_batch_run_on_one_card_gives_one_application_in_both_or
     assert_eq!(batch.wait(Duration::from_secs(30)), Some(0));
     let (status, _, answer) = api.await.unwrap();
     assert_eq!((status, answer["code"].as_str()), (400, Some("003_004")), "{answer}");
+    assert_eq!(applications_and_debits(&served.db, SUCCESS_FEE).await, (1, 1));
+}
+
+/// PostgreSQL: the API's member lookup takes the member's wallet lock, as the batch's pages and
+/// the single-card path do, so a request waits for a chunk that holds its member (and then reads
+/// the card as that chunk left it) instead of evaluating it beside the chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_the_members_lookup_waits_for_the_wallet_lock() {
+    if !postgres_available() {
+        return;
+    }
+    let served = serve(seeded(Kind::Postgres, 200), |_| {});
+    let (card_no, member) = card(&served.db, SUCCESS_FEE).await;
+    let (pool, holding) = (served.db.pool().await, served.db.pool().await);
+    let mut holder = holding.begin().await.unwrap();
+    sqlx::query("SELECT member_id FROM wallet WHERE member_id = $1 FOR UPDATE")
+        .bind(member)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let base = served.base.clone();
+    let request = body(member, &card_no);
+    let api = tokio::spawn(async move { post(&base, &request, &[]).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let waiting = loop {
+        let waiting: Option<String> = sqlx::query_scalar(
+            "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database() LIMIT 1",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        if let Some(query) = waiting {
+            break query;
+        }
+        assert!(std::time::Instant::now() < deadline, "no request waited for the held wallet");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(waiting.contains("FROM member m"), "the lookup itself waits: {waiting}");
+    assert!(!api.is_finished());
+    holder.commit().await.unwrap();
+    let (status, _, answer) = api.await.unwrap();
+    assert_eq!((status, answer["code"].as_str()), (200, Some("000_000")), "{answer}");
     assert_eq!(applications_and_debits(&served.db, SUCCESS_FEE).await, (1, 1));
 }
 
