@@ -27,8 +27,13 @@ fn main() {
         Some(commit) => {
             // The commit changes with HEAD, and `-dirty` with the index and the tracked files.
             if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+                // Only files that exist: cargo counts a missing one as changed on every build
+                // (a checkout without packed-refs then rebuilt the crate each time).
                 for file in ["HEAD", "index", "refs/heads", "packed-refs"] {
-                    println!("cargo:rerun-if-changed={dir}/{file}");
+                    let path = format!("{dir}/{file}");
+                    if std::path::Path::new(&path).exists() {
+                        println!("cargo:rerun-if-changed={path}");
+                    }
                 }
             }
             for path in ["src", "config", "Cargo.toml", "build.rs"] {

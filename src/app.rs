@@ -89,7 +89,13 @@ pub async fn dispatch(command: Command, settings: &Settings, shutdown: Shutdown)
             let as_of = resolve_as_of(None, &settings)?;
             let store = SqliteStore::connect(&settings.database, Create::IfMissing).await?;
             seed_demo(&store, &settings, cards, seed, as_of).await?;
-            run(&store, &settings, RunRequest::full(as_of, Trigger::Manual), shutdown).await
+            let exit = run(&store, &settings, RunRequest::full(as_of, Trigger::Manual), shutdown).await;
+            // Every other command defaults to database.url: this one line points them at the demo's file.
+            println!(
+                "next: export RENEWAL__DATABASE__URL={}  (then report, runs, explain, run read this file)",
+                settings.database.url
+            );
+            exit
         }
         command => {
             let create = match command {
@@ -121,11 +127,14 @@ async fn on_store<S: Store + DemoLoad>(
         _ => store.check_schema().await?,
     }
     match command {
-        Command::Run { as_of, dry_run, card, limit, scheduled } => {
+        Command::Run { as_of, dry_run, card, limit, scheduled, force_as_of } => {
             let as_of = match (as_of.as_deref(), scheduled) {
                 (None, true) => latest_slot_date(settings)?,
                 (raw, _) => resolve_as_of(raw, settings)?,
             };
+            if !dry_run && !force_as_of {
+                refuse_far_as_of(as_of, settings)?;
+            }
             let trigger = if scheduled { Trigger::Schedule } else { Trigger::Manual };
             let request = RunRequest { dry_run, card, limit, ..RunRequest::full(as_of, trigger) };
             if settings.metrics.pushgateway_url.is_empty() {
@@ -144,11 +153,17 @@ async fn on_store<S: Store + DemoLoad>(
             }
             result
         }
-        Command::Schedule { run_now, as_of } => {
+        Command::Schedule { run_now, as_of, force_as_of } => {
             let run_now = match (run_now, as_of.as_deref()) {
                 (false, _) => None,
                 (true, None) => Some(None),
-                (true, Some(raw)) => Some(Some(resolve_as_of(Some(raw), settings)?)),
+                (true, Some(raw)) => {
+                    let as_of = resolve_as_of(Some(raw), settings)?;
+                    if !force_as_of {
+                        refuse_far_as_of(as_of, settings)?;
+                    }
+                    Some(Some(as_of))
+                }
             };
             services(store, settings, Services { schedule: Some(DaemonOptions { run_now }), api: false }, shutdown)
                 .await
@@ -267,6 +282,22 @@ fn latest_slot_date(settings: &Settings) -> Result<NaiveDate, AppError> {
         .unwrap_or_else(|| business_date(now, schedule.time_zone())))
 }
 
+/// A run on a date later than today plus `run.max_days_ahead` would renew cards early: refused
+/// unless forced. Past dates stay allowed (a rerun finishes what a night left).
+pub fn refuse_far_as_of(as_of: NaiveDate, settings: &Settings) -> Result<(), AppError> {
+    let today = business_date(Utc::now(), settings.time_zone());
+    let ahead = (as_of - today).num_days();
+    if ahead > i64::from(settings.run.max_days_ahead) {
+        return Err(AppError::Usage(format!(
+            "--as-of {as_of} is {ahead} days after today ({today} in {}), beyond run.max_days_ahead = {}: \
+             it would renew cards early; pass --force-as-of if that is meant (a --dry-run takes any date)",
+            settings.time_zone().name(),
+            settings.run.max_days_ahead
+        )));
+    }
+    Ok(())
+}
+
 fn pool_size(settings: &Settings) -> u32 {
     settings.database.max_connections.max(settings.run.concurrency + 1)
 }
@@ -297,6 +328,13 @@ async fn seed_demo<S: Store + DemoLoad>(
     as_of: NaiveDate,
 ) -> Result<(), AppError> {
     store.migrate().await?;
+    if store.holds_data().await? {
+        return Err(AppError::Usage(format!(
+            "{} already holds products, members or cards: seed-demo loads into an empty database \
+             (point database.url at a new file or database, or use `demo`, which recreates its own file)",
+            redact_url(&settings.database.url)
+        )));
+    }
     let data = demo::generate(cards, seed, as_of, settings.run.window_days);
     store.load_demo(&data).await?;
     println!(

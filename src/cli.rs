@@ -51,6 +51,9 @@ pub enum Command {
         /// Evaluate at most this many candidate cards.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
+        /// Accept an as-of later than today plus run.max_days_ahead (renews cards early).
+        #[arg(long)]
+        force_as_of: bool,
         /// Record the run as triggered by the schedule (the cron container) instead of by hand; without
         /// --as-of, the as-of is the business date of the latest slot of schedule.cron at or before now.
         #[arg(long)]
@@ -66,6 +69,9 @@ pub enum Command {
         /// With --run-now: the business date to run (YYYY-MM-DD) [default: the latest slot's date]
         #[arg(long, value_name = "YYYY-MM-DD", requires = "run_now")]
         as_of: Option<String>,
+        /// With --as-of: accept a date later than today plus run.max_days_ahead.
+        #[arg(long, requires = "as_of")]
+        force_as_of: bool,
     },
 
     /// The sync API: POST /api/v1/prepay-card/expired/reissue on api.listen (and /openapi.json),

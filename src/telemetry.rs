@@ -1,16 +1,48 @@
 //! The tracing subscriber: JSON (one object per line, event fields flattened) or pretty text,
 //! written through a non-blocking writer that never drops lines. Keep the returned guard alive
 //! until exit: dropping it flushes what is buffered.
+//!
+//! Two layers share the writer: the audit trail (`renewal::card`, `renewal::run`) at info,
+//! whatever `log.level` says, and everything else filtered by `log.level`.
 
 use std::io::IsTerminal;
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use tracing::Metadata;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, fmt};
 
 use crate::config::{LogDestination, LogFormat, LogSettings};
 
 /// Log lines queued for the writer thread at most.
 const BUFFERED_LINES: usize = 4096;
+
+/// The per-card results and run summaries: the audit trail `log.level` cannot silence.
+pub const AUDIT_TARGETS: [&str; 2] = ["renewal::card", "renewal::run"];
+
+fn is_audit(meta: &Metadata<'_>) -> bool {
+    AUDIT_TARGETS.iter().any(|t| meta.target() == *t)
+}
+
+/// Whether colour codes may be written: only to a terminal, and never with `NO_COLOR` set.
+pub fn colour_allowed(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Whether `settings` write JSON lines to the terminal the operator watches (stderr or stdout).
+pub fn json_on(settings: &LogSettings) -> bool {
+    let is_terminal = match settings.destination {
+        LogDestination::Stderr => std::io::stderr().is_terminal(),
+        LogDestination::Stdout => std::io::stdout().is_terminal(),
+    };
+    match settings.format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !is_terminal,
+    }
+}
 
 pub fn init(settings: &LogSettings) -> WorkerGuard {
     // A full buffer makes the logging thread wait (never drop). The default bound, 128,000
@@ -22,19 +54,52 @@ pub fn init(settings: &LogSettings) -> WorkerGuard {
         LogDestination::Stdout => (builder().finish(std::io::stdout()), std::io::stdout().is_terminal()),
     };
     let (writer, guard) = writer;
-    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = match settings.format {
-        LogFormat::Json => true,
-        LogFormat::Pretty => false,
-        LogFormat::Auto => !is_terminal,
-    };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    let result = if json {
-        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).with_target(true).try_init()
+    // `log.level` was checked at load (config::log_level); "info" only backs a filter the
+    // library rejects after all.
+    let audit = AUDIT_TARGETS.iter().fold(Targets::new(), |t, target| t.with_target(*target, LevelFilter::INFO));
+    let ansi = colour_allowed(is_terminal);
+    // The same formatting twice, once per filter: a closure would fix its layer to the first
+    // subscriber type it meets.
+    let result = if json_on(settings) {
+        tracing_subscriber::registry()
+            .with(json_layer(writer.clone()).with_filter(audit))
+            .with(json_layer(writer).with_filter(general(&settings.level)))
+            .try_init()
     } else {
-        builder.with_target(true).try_init()
+        tracing_subscriber::registry()
+            .with(text_layer(writer.clone(), ansi).with_filter(audit))
+            .with(text_layer(writer, ansi).with_filter(general(&settings.level)))
+            .try_init()
     };
     // A subscriber already set (tests calling in twice) is not an error worth failing a run for.
     let _ = result;
     guard
+}
+
+fn json_layer<S>(writer: NonBlocking) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(true)
+        .with_writer(writer)
+}
+
+fn text_layer<S>(writer: NonBlocking, ansi: bool) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fmt::layer().with_target(true).with_ansi(ansi).with_writer(writer)
+}
+
+/// `log.level` for everything but the audit trail (which has its own layer).
+fn general<S>(level: &str) -> impl tracing_subscriber::layer::Filter<S> + use<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")).and(filter_fn(|meta| !is_audit(meta)))
 }

@@ -44,6 +44,8 @@ pub fn card_result(run: &RunFields, card: &CardEvent, duration_ms: u64) {
 
 pub fn run_summary(run: &RunFields, summary: &RunSummary, duration_ms: i64) {
     let rate = if duration_ms > 0 { summary.read as f64 * 1000.0 / duration_ms as f64 } else { 0.0 };
+    // One flat field per code (every code, 0 when absent): a LogQL `| json` reads each as a number.
+    let n = |code: &str| summary.counts.get(code).map_or(0, |c| c.count);
     tracing::info!(
         target: "renewal::run",
         event = "run_summary",
@@ -61,7 +63,17 @@ pub fn run_summary(run: &RunFields, summary: &RunSummary, duration_ms: i64) {
         fee_total = summary.fee_total,
         duration_ms,
         cards_per_sec = rate,
-        counts = %serde_json::to_string(&summary.counts).unwrap_or_default(),
+        count_000_000 = n("000_000"),
+        count_000_002 = n("000_002"),
+        count_001_006 = n("001_006"),
+        count_003_004 = n("003_004"),
+        count_003_005 = n("003_005"),
+        count_003_006 = n("003_006"),
+        count_003_007 = n("003_007"),
+        count_003_008 = n("003_008"),
+        count_003_009 = n("003_009"),
+        count_003_010 = n("003_010"),
+        count_900_001 = n("900_001"),
         version = %summary.version,
         fee_mode = %summary.fee_mode,
     );

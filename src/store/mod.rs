@@ -284,6 +284,9 @@ pub trait Admin {
 /// not part of what a production run may do.
 pub trait DemoLoad {
     fn load_demo(&self, data: &DemoData) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether any product, member or card is there already (demo data loads into an empty database).
+    fn holds_data(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// A migration as `_sqlx_migrations` records it.

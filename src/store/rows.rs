@@ -349,6 +349,8 @@ pub(crate) fn run_enums(
 
 /// The API's member-and-card lookup: one row when the member exists (its status, and the card's
 /// id when the member owns a card with that number).
+pub(crate) const HOLDS_DATA_SQL: &str = "SELECT EXISTS (SELECT 1 FROM card_product) OR EXISTS (SELECT 1 FROM member) \
+     OR EXISTS (SELECT 1 FROM card)";
 pub(crate) const MEMBER_CARD_SQL: &str = "SELECT m.status, c.id FROM member m \
      LEFT JOIN card c ON c.member_id = m.id AND c.card_no = $2 WHERE m.id = $1";
 pub(crate) const DROP_DEAD_KEY_SQL: &str = "DELETE FROM idempotency_key WHERE api_key_id = $1 AND key = $2 \

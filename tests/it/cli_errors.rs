@@ -160,3 +160,81 @@ fn a_missing_postgres_database_is_a_usage_error() {
     let line = usage_error(&db, &["run", "--as-of", AS_OF]);
     assert!(line.contains("does not exist") && line.contains("renewal_no_such_db"), "{line}");
 }
+
+#[test]
+fn unknown_keys_a_missing_config_dir_and_bad_choices_are_refused_by_name() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    let line = usage_error(&TestDb::new().with_env("RENEWAL__RUN__CHUNKSIZE", "10"), &["run"]);
+    assert_eq!(
+        line,
+        "error: configuration: unknown key run.chunksize (env RENEWAL__RUN__CHUNKSIZE); did you mean run.chunk_size?"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("default.toml"), "[run]\nwindow_dayz = 30\n").unwrap();
+    let in_file = TestDb::new().with_env("RENEWAL_CONFIG_DIR", dir.path().to_str().unwrap());
+    let line = usage_error(&in_file, &["run"]);
+    assert!(line.contains("unknown key run.window_dayz (file ") && line.ends_with("did you mean run.window_days?"));
+    let missing = format!("{}/nowhere", dir.path().display());
+    let line = usage_error(&TestDb::new(), &["--config-dir", &missing, "run"]);
+    assert!(line.contains(&missing) && line.contains("is not a directory"), "{line}");
+    let line = usage_error(&TestDb::new().with_env("RENEWAL__LOG__FORMAT", "jsn"), &["run"]);
+    assert!(line.contains("\"jsn\" is not one of auto, json, pretty") && line.contains("log.format"), "{line}");
+}
+
+#[test]
+fn a_log_level_that_would_silence_the_audit_trail_is_refused_and_error_keeps_it() {
+    for (level, named) in
+        [("verbose", "\"verbose\" is not a level"), ("renewal_workr=debug", "did you mean renewal_worker")]
+    {
+        let line = usage_error(&TestDb::new().with_env("RENEWAL__LOG__LEVEL", level), &["run"]);
+        assert!(line.starts_with("error: configuration: log.level = ") && line.contains(named), "{line}");
+    }
+    // The quietest valid level still writes every card's result and the summary.
+    let db = TestDb::new().with_env("RENEWAL__LOG__LEVEL", "error");
+    db.seed(300);
+    let out = db.run_cmd(&["run", "--as-of", AS_OF]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<serde_json::Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let cards = events.iter().filter(|e| e["event"] == "card_result").count();
+    let summary = events.iter().find(|e| e["event"] == "run_summary").expect("a run_summary line at log.level=error");
+    assert_eq!(summary["read"].as_u64(), Some(cards as u64), "one card_result per card read");
+    assert!(cards > 0);
+    assert!(
+        events.iter().all(|e| e["level"] != "INFO" || e["target"] == "renewal::card" || e["target"] == "renewal::run")
+    );
+    // Per-code counts are numbers of their own, one field per code, summing to the cards read.
+    let counted: u64 = summary
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("count_"))
+        .map(|(_, v)| v.as_u64().expect("a count is a number"))
+        .sum();
+    assert_eq!(counted, cards as u64);
+    assert!(summary.get("counts").is_none());
+}
+
+#[test]
+fn a_future_as_of_needs_force_and_a_dry_run_takes_any_date() {
+    let db = TestDb::new();
+    db.seed(200);
+    let far = (chrono::Utc::now().date_naive() + chrono::Duration::days(90)).to_string();
+    let line = usage_error(&db, &["run", "--as-of", &far]);
+    assert!(line.contains(&far) && line.contains("run.max_days_ahead = 0") && line.contains("--force-as-of"), "{line}");
+    db.ok(&["run", "--dry-run", "--as-of", &far]);
+    let allowed = db.with_env("RENEWAL__RUN__MAX_DAYS_AHEAD", "100");
+    allowed.ok(&["run", "--as-of", &far, "--limit", "1"]);
+    allowed.ok(&["run", "--as-of", AS_OF, "--limit", "1"]);
+}
+
+#[test]
+fn seed_demo_on_a_database_with_data_says_what_to_do() {
+    let db = TestDb::new();
+    db.seed(2_000);
+    let wal = std::fs::metadata(format!("{}-wal", db.path.display())).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal, 0, "the seed left a {wal}-byte WAL");
+    let line = usage_error(&db, &["seed-demo", "--cards", "100"]);
+    assert!(line.contains("already holds") && line.contains("`demo`"), "{line}");
+}

@@ -94,5 +94,7 @@ pub(super) async fn load(pool: &SqlitePool, data: &DemoData) -> Result<(), Store
             .context("marking demo cards reissued")?;
     }
     tx.commit().await.context("loading demo data")?;
+    // A large load leaves a WAL of hundreds of MiB; fold it into the database and truncate it.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await.context("checkpointing the demo load")?;
     Ok(())
 }

@@ -195,4 +195,11 @@ impl DemoLoad for SqliteStore {
     async fn load_demo(&self, data: &DemoData) -> Result<(), StoreError> {
         demo::load(&self.pool, data).await
     }
+
+    async fn holds_data(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar(crate::store::rows::HOLDS_DATA_SQL)
+            .fetch_one(&self.pool)
+            .await
+            .context("checking whether the database is empty")
+    }
 }
