@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::output::Format;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "renewal-worker",
@@ -14,6 +16,18 @@ pub struct Cli {
     /// Directory holding default.toml and $APP_ENV.toml overlays [env: RENEWAL_CONFIG_DIR; default: ./config]
     #[arg(long, global = true, value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
+
+    /// How results are printed on stdout (JSON shapes: docs/schemas/).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+
+    /// Shorthand for --output json.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print results and errors only: no progress bar, no hints.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -78,10 +92,28 @@ pub enum Command {
     /// /metrics, /healthz, /readyz on metrics.listen; with schedule.enabled also the daemon.
     Serve,
 
-    /// Print the summary of a run: counts per code, fee total, timing.
+    /// Print the summary of a run (counts per code, fee total, timing), or of every run of a
+    /// business date; `--output csv` lists the charges instead, for finance's reconciliation.
     Report {
         /// The run id [default: the latest run]
+        #[arg(conflicts_with = "as_of")]
         run_id: Option<i64>,
+        /// Sum every run of this business date (YYYY-MM-DD), with the API's results of that date.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        as_of: Option<String>,
+    },
+
+    /// The run history, newest first, like `kubectl get jobs`.
+    Runs {
+        /// How many runs at most.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        last: u32,
+        /// Only runs with this status (running, completed, failed, interrupted, failed_dependency).
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+        /// Only runs of this business date (YYYY-MM-DD).
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        as_of: Option<String>,
     },
 
     /// Delete result rows older than run.result_retention_days.
@@ -94,8 +126,21 @@ pub enum Command {
         as_of: Option<String>,
     },
 
-    /// Print the effective configuration, secrets redacted.
-    Config,
+    /// The configuration: `show` (default) prints every value, secrets redacted, with its source;
+    /// `check` validates files and environment and names each bad key.
+    Config {
+        #[command(subcommand)]
+        action: Option<ConfigAction>,
+    },
+
+    /// Print a shell completion script (e.g. `renewal-worker completions bash > /etc/bash_completion.d/renewal-worker`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff) generated from these definitions.
+    Man,
 
     /// Fresh demo: create an SQLite file, seed demo data, run once for today, show the summary.
     Demo {
@@ -109,4 +154,19 @@ pub enum Command {
         #[arg(long, default_value = "renewal-demo.db")]
         db: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigAction {
+    /// Every setting's value (secrets redacted) and where it came from: default, file or env.
+    Show,
+    /// Validate the merged configuration (files + environment); exit 2 naming each bad key.
+    Check,
+}
+
+impl Cli {
+    /// `--json` wins over `--output`.
+    pub fn format(&self) -> Format {
+        if self.json { Format::Json } else { self.output }
+    }
 }

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod fees;
 pub mod metrics;
 pub mod ops;
+pub mod output;
 pub mod report;
 pub mod schedule;
 pub mod store;

@@ -2,17 +2,38 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use renewal_worker::app::{self, Exit};
-use renewal_worker::cli::Cli;
+use renewal_worker::cli::{Cli, Command, ConfigAction};
 use renewal_worker::config::Settings;
 use renewal_worker::telemetry;
 
 fn main() -> ExitCode {
     cap_malloc_arenas();
     let cli = Cli::parse();
+    let ui = app::Ui { format: cli.format(), quiet: cli.quiet };
+    // Generated from the definitions alone: no configuration needed.
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "renewal-worker", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the man page: {e}");
+                    ExitCode::from(Exit::Failed as u8)
+                }
+            };
+        }
+        _ => {}
+    }
     let settings = match Settings::load(cli.config_dir.as_deref()) {
         Ok(settings) => settings,
+        Err(e) if matches!(cli.command, Command::Config { action: Some(ConfigAction::Check) }) => {
+            return ExitCode::from(app::print::config_check(ui, e.problems()) as u8);
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(Exit::Usage as u8);
@@ -48,7 +69,7 @@ fn main() -> ExitCode {
             }
             std::process::exit(i32::from(Exit::Interrupted as u8));
         });
-        match app::dispatch(cli.command, &settings, shutdown).await {
+        match app::dispatch(cli.command, &settings, ui, shutdown).await {
             Ok(exit) => exit,
             Err(e) => {
                 let exit = e.exit();

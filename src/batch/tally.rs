@@ -66,6 +66,8 @@ impl Tally {
             finished_at: Some(now),
             version: crate::VERSION.to_owned(),
             fee_mode: run.fee_mode.to_owned(),
+            owner: String::new(),
+            abandoned: false,
             counts,
             read,
             reissued,

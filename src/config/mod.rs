@@ -48,6 +48,16 @@ pub struct Settings {
     pub provenance: Provenance,
 }
 
+impl ConfigError {
+    /// One line per problem: each unknown key on its own, anything else as one.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            Self::Unknown(keys) => keys.iter().map(|k| format!("configuration: {k}")).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
 /// The sync API (`serve`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ApiSettings {

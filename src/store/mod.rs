@@ -176,6 +176,13 @@ pub trait RunLog {
 
     /// A run's summary (the latest run when `run_id` is `None`).
     fn run_summary(&self, run_id: Option<i64>) -> impl Future<Output = Result<Option<RunSummary>, StoreError>> + Send;
+
+    /// The summaries of the runs `filter` selects, newest first.
+    fn run_history(&self, filter: &RunFilter) -> impl Future<Output = Result<Vec<RunSummary>, StoreError>> + Send;
+
+    /// Every fee a run charged (its `000_000` results with a fee), with the debit's or the
+    /// payment's reference, in result order.
+    fn run_charges(&self, run_id: i64) -> impl Future<Output = Result<Vec<Charge>, StoreError>> + Send;
 }
 
 /// What the daemon reads and writes about its slots, and the gauges it exports.

@@ -244,7 +244,61 @@ pub(crate) const END_RUN_SQL: &str = "UPDATE run SET status = $2, reason = $3, f
 
 /// One run row (the latest when $1 is NULL).
 pub(crate) const RUN_ROW_SQL: &str = "SELECT id, as_of, trigger, scope, status, reason, started_at, finished_at, \
-     version, fee_mode, pending_count FROM run WHERE (CAST($1 AS BIGINT) IS NULL OR id = $1) ORDER BY id DESC LIMIT 1";
+     version, fee_mode, pending_count, owner FROM run WHERE (CAST($1 AS BIGINT) IS NULL OR id = $1) ORDER BY id DESC LIMIT 1";
+
+/// The ids of the run rows `runs` lists, newest first ($1 status, $2 as-of as text, $3 how many).
+pub(crate) const RUN_IDS_SQL: &str = "SELECT id FROM run WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) \
+     AND (CAST($2 AS TEXT) IS NULL OR CAST(as_of AS TEXT) = $2) ORDER BY id DESC LIMIT $3";
+
+pub(crate) async fn run_ids<DB>(pool: &sqlx::Pool<DB>, filter: &super::RunFilter) -> Result<Vec<i64>, StoreError>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let rows: Vec<(i64,)> = sqlx::query_as(RUN_IDS_SQL)
+        .bind(filter.status.map(|s| s.to_string()))
+        .bind(filter.as_of.map(|d| d.to_string()))
+        .bind(i64::from(filter.last))
+        .fetch_all(pool)
+        .await
+        .context("listing runs")?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+pub(crate) async fn run_charges<DB>(pool: &sqlx::Pool<DB>, run_id: i64) -> Result<Vec<super::Charge>, StoreError>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    (i64, String, String, i64, String): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let rows: Vec<(i64, String, String, i64, String)> = sqlx::query_as(
+        "SELECT r.run_id, c.card_no, r.card_apply_no, r.fee, coalesce(d.reference, a.payment_ref, '') \
+         FROM result r JOIN card c ON c.id = r.card_id \
+         LEFT JOIN card_application a ON a.card_apply_no = r.card_apply_no \
+         LEFT JOIN wallet_debit d ON d.application_id = a.id \
+         WHERE r.run_id = $1 AND r.code = '000_000' AND r.fee > 0 ORDER BY r.id",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .context("listing a run's charges")?;
+    Ok(rows
+        .into_iter()
+        .map(|(run_id, card_no, card_apply_no, amount, reference)| super::Charge {
+            run_id,
+            card_no,
+            card_apply_no,
+            amount,
+            reference,
+        })
+        .collect())
+}
 
 /// The `running` run rows, oldest first.
 pub(crate) const RUNNING_RUNS_SQL: &str = "SELECT id FROM run WHERE status = 'running' ORDER BY id";

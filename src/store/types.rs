@@ -372,6 +372,11 @@ pub struct RunSummary {
     pub finished_at: Option<DateTime<Utc>>,
     pub version: String,
     pub fee_mode: String,
+    /// `host:pid` of the process that ran it (empty for a dry run).
+    pub owner: String,
+    /// A `running` row whose liveness lock is free: its process is gone, and the next run
+    /// closes it as `failed`.
+    pub abandoned: bool,
     /// Result rows per code.
     pub counts: BTreeMap<String, CodeCount>,
     pub read: i64,
@@ -381,6 +386,25 @@ pub struct RunSummary {
     /// Fees whose outcome was still unknown at the end (no result until settled).
     pub pending: i64,
     pub fee_total: i64,
+}
+
+/// One fee a run charged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub run_id: i64,
+    pub card_no: String,
+    pub card_apply_no: String,
+    pub amount: i64,
+    /// The ledger debit's reference, or the payment service's (HTTP mode).
+    pub reference: String,
+}
+
+/// Which run rows `runs` lists (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub last: u32,
+    pub status: Option<RunStatus>,
+    pub as_of: Option<NaiveDate>,
 }
 
 impl RunSummary {

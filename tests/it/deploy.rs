@@ -395,14 +395,12 @@ fn the_manifests_match_the_programs_exit_codes_grace_schedule_and_ports() {
     keys.extend(
         compose["x-worker"]["environment"].as_mapping().unwrap().keys().filter_map(|k| k.as_str().map(str::to_owned)),
     );
-    let shown: serde_json::Value = serde_json::from_str(&TestDb::new().ok(&["config"])).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&TestDb::new().ok(&["config", "--json"])).unwrap();
+    let settings: BTreeSet<String> =
+        shown.as_array().unwrap().iter().map(|row| row["key"].as_str().unwrap().to_owned()).collect();
     for key in keys.iter().filter(|k| k.starts_with("RENEWAL__")) {
         let path: Vec<String> = key.trim_start_matches("RENEWAL__").split("__").map(str::to_lowercase).collect();
-        let mut at = &shown;
-        for part in &path {
-            at = &at[part.as_str()];
-        }
-        assert!(!at.is_null() || path == ["schedule", "time_zone"], "{key} is not a setting");
+        assert!(settings.contains(&path.join(".")), "{key} is not a setting");
     }
 }
 

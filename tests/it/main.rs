@@ -4,6 +4,7 @@ mod api;
 mod app;
 mod bad_data;
 mod cli_errors;
+mod cli_output;
 mod common;
 mod crash;
 mod deploy;

@@ -495,6 +495,10 @@ async fn no_personal_data_reaches_any_output(kind: Kind) {
         vec!["run", "--as-of", AS_OF],
         vec!["run", "--as-of", AS_OF, "--card", &some_card],
         vec!["report"],
+        vec!["report", "--json"],
+        vec!["report", "--output", "csv"],
+        vec!["report", "--as-of", AS_OF],
+        vec!["runs", "--json"],
         vec!["config"],
         vec!["explain", "--as-of", AS_OF],
     ] {

@@ -68,6 +68,20 @@ pub(super) async fn start(options: &PgConnectOptions, run: &NewRun) -> Result<Ru
     Ok(RunHandle { id, guard: RunGuard::Advisory(Box::new(conn)) })
 }
 
+/// Whether no session holds run `id`'s liveness lock (probed in a transaction that then ends,
+/// so the probe keeps nothing).
+async fn lock_is_free(pool: &PgPool, id: i64) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await.context("probing a run lock")?;
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+        .bind(RUN_LOCK_SPACE)
+        .bind(lock_key(id)?)
+        .fetch_one(&mut *tx)
+        .await
+        .context("probing a run lock")?;
+    tx.rollback().await.context("probing a run lock")?;
+    Ok(free)
+}
+
 pub(super) async fn close_abandoned(pool: &PgPool) -> Result<Vec<i64>, StoreError> {
     let running: Vec<i64> =
         sqlx::query_scalar(RUNNING_RUNS_SQL).fetch_all(pool).await.context("listing running runs")?;
@@ -192,6 +206,8 @@ pub(super) async fn summary(pool: &PgPool, run_id: Option<i64>) -> Result<Option
         finished_at: row.try_get("finished_at").context("reading a run")?,
         version: row.try_get("version").context("reading a run")?,
         fee_mode: row.try_get("fee_mode").context("reading a run")?,
+        owner: row.try_get("owner").context("reading a run")?,
+        abandoned: status == RunStatus::Running && lock_is_free(pool, id).await?,
         counts,
         read,
         reissued,

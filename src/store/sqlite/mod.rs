@@ -136,7 +136,19 @@ impl RunLog for SqliteStore {
     }
 
     async fn run_summary(&self, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
-        runs::summary(&self.pool, run_id).await
+        runs::summary(self, run_id).await
+    }
+
+    async fn run_charges(&self, run_id: i64) -> Result<Vec<crate::store::Charge>, StoreError> {
+        super::rows::run_charges(&self.pool, run_id).await
+    }
+
+    async fn run_history(&self, filter: &crate::store::RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        let mut runs = Vec::new();
+        for id in super::rows::run_ids(&self.pool, filter).await? {
+            runs.extend(runs::summary(self, Some(id)).await?);
+        }
+        Ok(runs)
     }
 }
 

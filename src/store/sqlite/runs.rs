@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::PathBuf;
 
 use chrono::{NaiveDate, Utc};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 
 use super::{SqliteStore, parse_ts, ts};
 use crate::store::rows::{
@@ -124,7 +124,7 @@ pub(super) async fn finish(
         let _ = std::fs::remove_file(path);
     }
     drop(run);
-    summary(&store.pool, Some(id))
+    summary(store, Some(id))
         .await?
         .ok_or(StoreError::Invariant { context: "finishing a run", detail: format!("run {id} vanished") })
 }
@@ -170,7 +170,23 @@ async fn write_end(
     expect_run_closed(run_id, done.rows_affected())
 }
 
-pub(super) async fn summary(pool: &SqlitePool, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
+/// Whether no process holds run `id`'s lock file (a missing file is free). Never creates it.
+fn lock_is_free(store: &SqliteStore, id: i64) -> Result<bool, StoreError> {
+    let path = lock_path(store, id);
+    let file = match OpenOptions::new().write(true).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(source) => return Err(StoreError::RunLock { path: path.display().to_string(), source }),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(source)) => Err(StoreError::RunLock { path: path.display().to_string(), source }),
+    }
+}
+
+pub(super) async fn summary(store: &SqliteStore, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
+    let pool = &store.pool;
     let Some(row) = sqlx::query(RUN_ROW_SQL).bind(run_id).fetch_optional(pool).await.context("reading a run")? else {
         return Ok(None);
     };
@@ -195,6 +211,8 @@ pub(super) async fn summary(pool: &SqlitePool, run_id: Option<i64>) -> Result<Op
         finished_at: finished_at.as_deref().map(parse_ts).transpose()?,
         version: row.try_get("version").context("reading a run")?,
         fee_mode: row.try_get("fee_mode").context("reading a run")?,
+        owner: row.try_get("owner").context("reading a run")?,
+        abandoned: status == RunStatus::Running && lock_is_free(store, id)?,
         counts,
         read,
         reissued,

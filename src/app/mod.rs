@@ -1,13 +1,16 @@
 //! The commands: what `main` calls once arguments and configuration are known.
 //! Errors carry the process exit code (README "Exit codes").
 
+pub mod print;
+pub use print::Ui;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
 
 use crate::batch::{RunError, RunReport, RunRequest};
-use crate::cli::Command;
+use crate::cli::{Command, ConfigAction};
 use crate::config::{ConfigError, Settings, redact_url};
 use crate::domain::as_of::{business_date, parse_as_of};
 use crate::domain::expiry::window_months;
@@ -18,7 +21,7 @@ use crate::store::sqlite::{Create, SqliteStore};
 use crate::store::{DemoLoad, PageQuery, RunStatus, Store, StoreError, Trigger};
 use crate::worker::App;
 pub use crate::worker::Shutdown;
-use crate::{api, demo, metrics, ops, report};
+use crate::{api, demo, metrics, ops};
 
 /// Process exit codes (README "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,12 +79,11 @@ macro_rules! with_store {
 }
 
 /// Runs one command; stdout gets its output, the returned code becomes the exit status.
-pub async fn dispatch(command: Command, settings: &Settings, shutdown: Shutdown) -> Result<Exit, AppError> {
+pub async fn dispatch(command: Command, settings: &Settings, ui: Ui, shutdown: Shutdown) -> Result<Exit, AppError> {
     match command {
-        Command::Config => {
-            println!("{}", serde_json::to_string_pretty(&settings.redacted()).unwrap_or_default());
-            Ok(Exit::Completed)
-        }
+        Command::Config { action: None | Some(ConfigAction::Show) } => print::config_show(ui, settings),
+        Command::Config { action: Some(ConfigAction::Check) } => Ok(print::config_check(ui, Vec::new())),
+        Command::Completions { .. } | Command::Man => Ok(Exit::Completed),
         Command::Demo { cards, seed, db } => {
             let mut settings = settings.clone();
             settings.database.url = format!("sqlite://{}", db.display());
@@ -89,12 +91,14 @@ pub async fn dispatch(command: Command, settings: &Settings, shutdown: Shutdown)
             let as_of = resolve_as_of(None, &settings)?;
             let store = SqliteStore::connect(&settings.database, Create::IfMissing).await?;
             seed_demo(&store, &settings, cards, seed, as_of).await?;
-            let exit = run(&store, &settings, RunRequest::full(as_of, Trigger::Manual), shutdown).await;
+            let exit = run(&store, &settings, ui, RunRequest::full(as_of, Trigger::Manual), shutdown).await;
             // Every other command defaults to database.url: this one line points them at the demo's file.
-            println!(
-                "next: export RENEWAL__DATABASE__URL={}  (then report, runs, explain, run read this file)",
-                settings.database.url
-            );
+            if ui.format == crate::output::Format::Table && !ui.quiet {
+                println!(
+                    "next: export RENEWAL__DATABASE__URL={}  (then report, runs, explain, run read this file)",
+                    settings.database.url
+                );
+            }
             exit
         }
         command => {
@@ -102,7 +106,7 @@ pub async fn dispatch(command: Command, settings: &Settings, shutdown: Shutdown)
                 Command::Migrate | Command::SeedDemo { .. } => Create::IfMissing,
                 _ => Create::Never,
             };
-            with_store!(open(settings, create).await?, store => on_store(&store, command, settings, shutdown).await)
+            with_store!(open(settings, create).await?, store => on_store(&store, command, settings, ui, shutdown).await)
         }
     }
 }
@@ -111,6 +115,7 @@ async fn on_store<S: Store + DemoLoad>(
     store: &S,
     command: Command,
     settings: &Settings,
+    ui: Ui,
     shutdown: Shutdown,
 ) -> Result<Exit, AppError> {
     match command {
@@ -138,10 +143,10 @@ async fn on_store<S: Store + DemoLoad>(
             let trigger = if scheduled { Trigger::Schedule } else { Trigger::Manual };
             let request = RunRequest { dry_run, card, limit, ..RunRequest::full(as_of, trigger) };
             if settings.metrics.pushgateway_url.is_empty() {
-                return run(store, settings, request, shutdown).await;
+                return run(store, settings, ui, request, shutdown).await;
             }
             let handle = metrics::install(&settings.metrics.currency).map_err(AppError::Failed)?;
-            let result = run(store, settings, request, shutdown).await;
+            let result = run(store, settings, ui, request, shutdown).await;
             // The pushed group is the last run's view: the (db) gauges as this run leaves them.
             match store.db_gauges().await {
                 Ok(gauges) => metrics::db_gauges(&gauges, Utc::now()),
@@ -177,17 +182,18 @@ async fn on_store<S: Store + DemoLoad>(
             let schedule = settings.schedule.enabled.then(DaemonOptions::default);
             services(store, settings, Services { schedule, api: true }, shutdown).await
         }
-        Command::Report { run_id } => match store.run_summary(run_id).await? {
-            Some(summary) => {
-                print!("{}", report::render(&summary));
-                print!("{}", report::render_api(summary.as_of, &store.api_counts(summary.as_of).await?));
-                Ok(Exit::Completed)
-            }
-            None => Err(AppError::Usage(match run_id {
-                Some(id) => format!("run {id} not found"),
-                None => "no run recorded yet".to_owned(),
-            })),
-        },
+        Command::Report { run_id, as_of } => {
+            let as_of = as_of.as_deref().map(|raw| resolve_as_of(Some(raw), settings)).transpose()?;
+            print::report(ui, store, run_id, as_of).await
+        }
+        Command::Runs { last, status, as_of } => {
+            let filter = crate::store::RunFilter {
+                last,
+                status: status.as_deref().map(print::parse_status).transpose()?,
+                as_of: as_of.as_deref().map(|raw| resolve_as_of(Some(raw), settings)).transpose()?,
+            };
+            print::runs(ui, store, filter).await
+        }
         Command::Prune => {
             let days = i64::from(settings.run.result_retention_days);
             let deleted = store.prune_results(Utc::now() - chrono::Duration::days(days)).await?;
@@ -205,10 +211,14 @@ async fn on_store<S: Store + DemoLoad>(
                 limit: settings.run.chunk_size,
                 only_card: None,
             };
-            println!("{}", store.explain_candidate_query(&page).await?);
-            Ok(Exit::Completed)
+            print::plan(ui, as_of, &store.explain_candidate_query(&page).await?)
         }
-        Command::Migrate | Command::SeedDemo { .. } | Command::Config | Command::Demo { .. } => Ok(Exit::Completed),
+        Command::Migrate
+        | Command::SeedDemo { .. }
+        | Command::Config { .. }
+        | Command::Demo { .. }
+        | Command::Completions { .. }
+        | Command::Man => Ok(Exit::Completed),
     }
 }
 
@@ -349,6 +359,7 @@ async fn seed_demo<S: Store + DemoLoad>(
 async fn run<S: Store>(
     store: &S,
     settings: &Settings,
+    ui: Ui,
     request: RunRequest,
     shutdown: Shutdown,
 ) -> Result<Exit, AppError> {
@@ -359,10 +370,7 @@ async fn run<S: Store>(
             Ok(Exit::Completed)
         }
         RunReport::Finished { summary, status, card } => {
-            print!("{}", report::render(&summary));
-            if let Some(card) = card {
-                print!("{}", report::render_card(&card));
-            }
+            print::run_summary(ui, &summary, card.as_deref())?;
             if let (RunStatus::FailedDependency | RunStatus::Interrupted, Some(reason)) = (status, &summary.reason) {
                 eprintln!("error: {reason}");
             }

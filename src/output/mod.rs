@@ -1,0 +1,35 @@
+//! What commands print on stdout: a table for people, JSON or CSV for scripts (`--output`).
+//! The JSON shapes are the `views` types; their JSON Schemas are in `docs/schemas/` (checked
+//! against these types by a test), so a script can rely on every field.
+
+pub mod views;
+
+use serde::Serialize;
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text for a terminal.
+    #[default]
+    Table,
+    /// One JSON document (see docs/schemas/).
+    Json,
+    /// Comma-separated rows with a header line.
+    Csv,
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn json<T: Serialize>(value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| format!("cannot write JSON: {e}"))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Prints `rows` as CSV (a header from the field names, then one line per row) on stdout.
+pub fn csv<T: Serialize>(rows: &[T]) -> Result<(), String> {
+    let mut writer = ::csv::Writer::from_writer(std::io::stdout().lock());
+    for row in rows {
+        writer.serialize(row).map_err(|e| format!("cannot write CSV: {e}"))?;
+    }
+    writer.flush().map_err(|e| format!("cannot write CSV: {e}"))
+}
