@@ -12,6 +12,17 @@ fn main() -> ExitCode {
     cap_malloc_arenas();
     let cli = Cli::parse();
     let ui = app::Ui { format: cli.format(), quiet: cli.quiet };
+    if matches!(
+        cli.command,
+        Command::Report { .. }
+            | Command::Runs { .. }
+            | Command::Explain { .. }
+            | Command::Config { .. }
+            | Command::Completions { .. }
+            | Command::Man
+    ) {
+        die_quietly_on_a_closed_pipe();
+    }
     // Generated from the definitions alone: no configuration needed.
     match &cli.command {
         Command::Completions { shell } => {
@@ -96,6 +107,17 @@ fn cap_malloc_arenas() {
     // SAFETY: mallopt only tunes the allocator; it runs before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// `report ... | head`: a reader that stops early ends the command as it ends `cat`, silently.
+/// Only for the commands that print and exit; the long-running ones keep Rust's ignored SIGPIPE,
+/// so a client closing its socket is an error on that socket, not the end of the process.
+fn die_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -66,7 +66,7 @@ pub fn render_runs(rows: &[RunRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>6}  {:<10}  {:<8}  {:<5}  {:<17}  {:<19}  {:>9}  {:>9}  {:>9}  {:>10}  {:>7}  {:>7}  {:>12}",
+        "{:>6}  {:<10}  {:<8}  {:<5}  {:<19}  {:<19}  {:>9}  {:>9}  {:>9}  {:>10}  {:>7}  {:>7}  {:>12}",
         "ID",
         "AS-OF",
         "TRIGGER",
@@ -85,7 +85,7 @@ pub fn render_runs(rows: &[RunRow]) -> String {
         let duration = r.duration_ms.map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
         let _ = writeln!(
             out,
-            "{:>6}  {:<10}  {:<8}  {:<5}  {:<17}  {:<19}  {:>9}  {:>9}  {:>9}  {:>10}  {:>7}  {:>7}  {:>12}",
+            "{:>6}  {:<10}  {:<8}  {:<5}  {:<19}  {:<19}  {:>9}  {:>9}  {:>9}  {:>10}  {:>7}  {:>7}  {:>12}",
             r.run_id,
             r.as_of,
             r.trigger,

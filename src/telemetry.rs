@@ -26,6 +26,31 @@ fn is_audit(meta: &Metadata<'_>) -> bool {
     AUDIT_TARGETS.iter().any(|t| meta.target() == *t)
 }
 
+/// The progress bar on the terminal, if one shows: log lines are written around it.
+static BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Shows (or, with `None`, forgets) the bar log lines must not tear.
+pub fn show_bar(bar: Option<indicatif::ProgressBar>) {
+    *BAR.lock().unwrap_or_else(|p| p.into_inner()) = bar;
+}
+
+/// A log stream that hides the bar while it writes a line, then redraws it.
+struct AroundBar<W: std::io::Write>(fn() -> W);
+
+impl<W: std::io::Write> std::io::Write for AroundBar<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = BAR.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match bar {
+            Some(bar) => bar.suspend(|| (self.0)().write_all(buf)).map(|()| buf.len()),
+            None => (self.0)().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (self.0)().flush()
+    }
+}
+
 /// Whether colour codes may be written: only to a terminal, and never with `NO_COLOR` set.
 pub fn colour_allowed(is_terminal: bool) -> bool {
     is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
@@ -50,8 +75,8 @@ pub fn init(settings: &LogSettings) -> WorkerGuard {
     // grew with the card count. A few thousand lines still absorb a chunk's burst.
     let builder = || NonBlockingBuilder::default().lossy(false).buffered_lines_limit(BUFFERED_LINES);
     let (writer, is_terminal) = match settings.destination {
-        LogDestination::Stderr => (builder().finish(std::io::stderr()), std::io::stderr().is_terminal()),
-        LogDestination::Stdout => (builder().finish(std::io::stdout()), std::io::stdout().is_terminal()),
+        LogDestination::Stderr => (builder().finish(AroundBar(std::io::stderr)), std::io::stderr().is_terminal()),
+        LogDestination::Stdout => (builder().finish(AroundBar(std::io::stdout)), std::io::stdout().is_terminal()),
     };
     let (writer, guard) = writer;
     // `log.level` was checked at load (config::log_level); "info" only backs a filter the

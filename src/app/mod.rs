@@ -2,6 +2,7 @@
 //! Errors carry the process exit code (README "Exit codes").
 
 pub mod print;
+mod progress;
 pub use print::Ui;
 
 use std::path::Path;
@@ -53,7 +54,9 @@ pub enum AppError {
 impl AppError {
     pub fn exit(&self) -> Exit {
         match self {
-            Self::Usage(_) | Self::Config(_) | Self::Store(StoreError::MissingDatabase(_)) => Exit::Usage,
+            Self::Usage(_)
+            | Self::Config(_)
+            | Self::Store(StoreError::MissingDatabase(_) | StoreError::NotWritable(_)) => Exit::Usage,
             Self::Run(e) if e.is_usage() => Exit::Usage,
             Self::Store(e) | Self::Run(RunError::Store(e)) if e.is_schema_mismatch() => Exit::StoppedForPerson,
             Self::Run(RunError::Limit(_)) => Exit::StoppedForPerson,
@@ -104,6 +107,8 @@ pub async fn dispatch(command: Command, settings: &Settings, ui: Ui, shutdown: S
         command => {
             let create = match command {
                 Command::Migrate | Command::SeedDemo { .. } => Create::IfMissing,
+                Command::Report { .. } | Command::Runs { .. } | Command::Explain { .. } => Create::ReadOnly,
+                Command::Run { dry_run: true, .. } => Create::ReadOnly,
                 _ => Create::Never,
             };
             with_store!(open(settings, create).await?, store => on_store(&store, command, settings, ui, shutdown).await)
@@ -364,7 +369,13 @@ async fn run<S: Store>(
     shutdown: Shutdown,
 ) -> Result<Exit, AppError> {
     let app = App::new(store.clone(), settings.clone())?;
-    match app.run_once(request, shutdown).await? {
+    let (progress, bar) = progress::start(ui, settings);
+    let request = RunRequest { progress, ..request };
+    let report = app.run_once(request, shutdown).await;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    match report? {
         RunReport::Paused => {
             println!("run.paused is set: nothing was done");
             Ok(Exit::Completed)

@@ -33,7 +33,7 @@ pub fn run_summary(ui: Ui, s: &RunSummary, card: Option<&ReissueOutcome>) -> Res
             Ok(())
         }
         Format::Json => output::json(&RunView::of(s, &BTreeMap::new(), card)).map_err(failed),
-        Format::Csv => output::csv(&code_rows(&s.counts)).map_err(failed),
+        Format::Csv => output::csv(&["code", "count", "fee", "message"], &code_rows(&s.counts)).map_err(failed),
     }
 }
 
@@ -87,7 +87,7 @@ pub async fn report<S: Store>(
                 reference: c.reference,
             }));
         }
-        output::csv(&rows).map_err(failed)?;
+        output::csv(&["run_id", "card", "card_apply_no", "amount", "reference"], &rows).map_err(failed)?;
         return Ok(Exit::Completed);
     }
     match as_of {
@@ -111,12 +111,30 @@ pub async fn report<S: Store>(
     Ok(Exit::Completed)
 }
 
+/// The columns of `runs --output csv`, in `RunRow`'s field order.
+const RUN_ROW_COLUMNS: &[&str] = &[
+    "run_id",
+    "as_of",
+    "trigger",
+    "scope",
+    "status",
+    "abandoned",
+    "started_at",
+    "duration_ms",
+    "read",
+    "reissued",
+    "ineligible",
+    "failed",
+    "pending",
+    "fee_total",
+];
+
 /// `runs`.
 pub async fn runs<S: Store>(ui: Ui, store: &S, filter: RunFilter) -> Result<Exit, AppError> {
     let rows: Vec<RunRow> = store.run_history(&filter).await?.iter().map(RunRow::of).collect();
     match ui.format {
         Format::Json => output::json(&rows).map_err(failed)?,
-        Format::Csv => output::csv(&rows).map_err(failed)?,
+        Format::Csv => output::csv(RUN_ROW_COLUMNS, &rows).map_err(failed)?,
         Format::Table => print!("{}", report::render_runs(&rows)),
     }
     Ok(Exit::Completed)
@@ -139,7 +157,7 @@ pub fn plan(ui: Ui, as_of: chrono::NaiveDate, plan: &str) -> Result<Exit, AppErr
             struct Line<'a> {
                 plan: &'a str,
             }
-            output::csv(&view.plan.iter().map(|l| Line { plan: l }).collect::<Vec<_>>()).map_err(failed)?;
+            output::csv(&["plan"], &view.plan.iter().map(|l| Line { plan: l }).collect::<Vec<_>>()).map_err(failed)?;
         }
         Format::Table => println!("{plan}"),
     }
@@ -168,7 +186,7 @@ pub fn config_show(ui: Ui, settings: &Settings) -> Result<Exit, AppError> {
             }
             let flat: Vec<Flat> =
                 rows.iter().map(|r| Flat { key: &r.key, value: r.value.to_string(), source: &r.source }).collect();
-            output::csv(&flat).map_err(failed)?;
+            output::csv(&["key", "value", "source"], &flat).map_err(failed)?;
         }
         Format::Table => print!("{}", report::render_settings(&rows)),
     }

@@ -6,6 +6,7 @@ mod chunk;
 mod cursor;
 mod events;
 mod hooks;
+pub mod progress;
 mod reissue;
 mod run;
 mod settle;

@@ -16,6 +16,7 @@ use super::chunk::{self, ChunkContext, ChunkError};
 use super::cursor::{Cursor, RETRY_PASS_PAUSE, Step};
 use super::events::{self, CardEvent, RunFields};
 use super::hooks::{self, Point};
+use super::progress::{self, ProgressOptions};
 use super::reissue::{self, ReissueOutcome};
 use super::settle;
 use super::tally::{RunOf, Tally};
@@ -42,6 +43,8 @@ pub struct RunRequest {
     pub slot: Option<SlotClaim>,
     /// Told the run's id as soon as its row exists.
     pub started: StartNotice,
+    /// Progress snapshots and `run_progress` events.
+    pub progress: ProgressOptions,
 }
 
 impl RunRequest {
@@ -56,6 +59,7 @@ impl RunRequest {
             limit: None,
             slot: None,
             started: StartNotice::default(),
+            progress: ProgressOptions::default(),
         }
     }
 }
@@ -138,6 +142,8 @@ struct Shared {
     stop: AtomicBool,
     /// Counts, pending fees and a dry run's balances.
     tally: Tally,
+    /// The progress watch (a terminal's bar), with the start's estimate and the run's start.
+    progress: Option<(Arc<tokio::sync::watch::Sender<progress::Progress>>, u64, Instant)>,
     /// HTTP fee mode (real runs): the fee service client.
     charger: Option<Arc<HttpCharger>>,
 }
@@ -147,6 +153,9 @@ impl Shared {
     /// operation logged them itself) and, for real runs, added to the process's metrics.
     fn committed(&self, cards: &[CardEvent], duration_ms: Option<u64>) {
         self.tally.add(cards);
+        if let Some((watch, estimate, started)) = &self.progress {
+            watch.send_replace(self.tally.progress(*estimate, started.elapsed()));
+        }
         for card in cards {
             if let Some(duration_ms) = duration_ms {
                 events::card_result(&self.fields, card, duration_ms);
@@ -208,6 +217,19 @@ pub async fn execute<S: Store>(
     };
     let run_id = handle.as_ref().map(|h| h.id);
     let charger = if run_id.is_some() { charger } else { None };
+    let window: Vec<i64> = window_months(request.as_of, settings.run.window_days).iter().map(|m| m.yyyymm()).collect();
+    // One count over the expiry index, only when someone watches (DESIGN §10: at most 2% of a run).
+    let progress_estimate = match (request.progress.wanted(), only_card) {
+        (true, None) => Some(store.estimate_candidates(&window).await.unwrap_or_else(|e| {
+            tracing::warn!(event = "progress_estimate_failed", error = %e, "the progress total is unknown");
+            0
+        })),
+        (true, Some(_)) => Some(1),
+        (false, _) => None,
+    };
+    if let (Some(watch), Some(estimate)) = (&request.progress.watch, progress_estimate) {
+        watch.send_replace(progress::Progress { estimate, ..Default::default() });
+    }
     let fields = RunFields {
         run_id: run_id.unwrap_or(0),
         as_of: request.as_of.to_string(),
@@ -227,7 +249,7 @@ pub async fn execute<S: Store>(
             reported_products: Arc::default(),
         },
         fields: fields.clone(),
-        window_months: window_months(request.as_of, settings.run.window_days).iter().map(|m| m.yyyymm()).collect(),
+        window_months: window,
         chunk_size: settings.run.chunk_size,
         limits: Limits { max_reissues: settings.run.max_reissues, max_fee_total: settings.run.max_fee_total },
         cursor: Mutex::new(Cursor::new(request.limit)),
@@ -236,6 +258,16 @@ pub async fn execute<S: Store>(
         stop: AtomicBool::new(false),
         tally: Tally::default(),
         charger,
+        progress: match (&request.progress.watch, progress_estimate) {
+            (Some(watch), Some(estimate)) => Some((Arc::clone(watch), estimate, started)),
+            _ => None,
+        },
+    });
+    let progress_events = request.progress.events_every.map(|every| {
+        let (shared, estimate) = (Arc::clone(&shared), progress_estimate.unwrap_or(0));
+        AbortOnDrop(progress::spawn_events(fields.clone(), every, move || {
+            shared.tally.progress(estimate, started.elapsed())
+        }))
     });
     let tasks = if request.dry_run { 1 } else { settings.run.concurrency };
     // Tests hold replicas here, started and connected, to release them together.
@@ -263,6 +295,7 @@ pub async fn execute<S: Store>(
         }
         Err(e) => (RunStatus::Failed, Some(e.to_string())),
     };
+    drop(progress_events);
     let pending = shared.tally.pending();
     let summary = match handle {
         Some(handle) => match store.finish_run(handle, status, reason.as_deref(), pending).await {
@@ -537,5 +570,14 @@ fn run_of<'a>(
         scope: if request.dry_run { Scope::DryRun } else { scope },
         fee_mode: settings.fees.mode.as_str(),
         started,
+    }
+}
+
+/// Ends a spawned task when the run ends, whichever way it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

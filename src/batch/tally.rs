@@ -46,6 +46,23 @@ impl Tally {
         self.pending.fetch_add(n, Ordering::SeqCst);
     }
 
+    /// The progress these counts make (`estimate` and `elapsed` are the caller's).
+    pub fn progress(&self, estimate: u64, elapsed: std::time::Duration) -> super::progress::Progress {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let pending = self.pending();
+        let (read, reissued, ineligible, failed, _) = totals(&counts, pending);
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        super::progress::Progress {
+            estimate,
+            done: n(read),
+            reissued: n(reissued),
+            ineligible: n(ineligible),
+            failed: n(failed),
+            pending: n(pending),
+            elapsed,
+        }
+    }
+
     pub fn pending(&self) -> i64 {
         i64::try_from(self.pending.load(Ordering::SeqCst)).unwrap_or(i64::MAX)
     }

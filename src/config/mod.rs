@@ -279,6 +279,8 @@ pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
     pub destination: LogDestination,
+    /// Where no progress bar shows a run's progress: a `run_progress` event this often.
+    pub progress_seconds: u64,
 }
 
 /// The highest `run.max_fee_per_card` accepted: 10^12 per card keeps the sum of a night's fees
@@ -363,6 +365,9 @@ impl Settings {
             return Err(invalid("database.url", redact_url(url), "must start with sqlite: or postgres:"));
         }
         let r = &self.run;
+        if !(1..=86_400).contains(&self.log.progress_seconds) {
+            return Err(invalid("log.progress_seconds", self.log.progress_seconds, "must be 1..86400"));
+        }
         if !(1..=100_000).contains(&r.chunk_size) {
             return Err(invalid("run.chunk_size", r.chunk_size, "must be between 1 and 100000"));
         }

@@ -269,7 +269,17 @@ impl HttpCharger {
                     ChargeOutcome::NotSent
                 }
             }
-            Err(Attempt::Transient { reason, .. }) => ChargeOutcome::Unknown { reason },
+            Err(Attempt::Transient { reason, .. }) => {
+                // Retries cut short by the breaker (say a 401 on another charge): the pending
+                // line names that cause, not only this charge's own last timeout.
+                let reason = match (self.tripped(), self.stop_reason().await) {
+                    (true, Some(stop)) => {
+                        format!("retries stopped when the breaker opened ({stop}); last attempt: {reason}")
+                    }
+                    _ => reason,
+                };
+                ChargeOutcome::Unknown { reason }
+            }
         };
         self.count(&outcome).await;
         outcome

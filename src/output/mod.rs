@@ -25,9 +25,11 @@ pub fn json<T: Serialize>(value: &T) -> Result<(), String> {
     Ok(())
 }
 
-/// Prints `rows` as CSV (a header from the field names, then one line per row) on stdout.
-pub fn csv<T: Serialize>(rows: &[T]) -> Result<(), String> {
-    let mut writer = ::csv::Writer::from_writer(std::io::stdout().lock());
+/// Prints `rows` as CSV on stdout: the `headers` line (also when there is no row, so a
+/// reader always knows the columns), then one line per row, fields in the same order.
+pub fn csv<T: Serialize>(headers: &[&str], rows: &[T]) -> Result<(), String> {
+    let mut writer = ::csv::WriterBuilder::new().has_headers(false).from_writer(std::io::stdout().lock());
+    writer.write_record(headers).map_err(|e| format!("cannot write CSV: {e}"))?;
     for row in rows {
         writer.serialize(row).map_err(|e| format!("cannot write CSV: {e}"))?;
     }

@@ -266,7 +266,12 @@ impl<S: Store> Daemon<S> {
         };
         let run_id = Arc::new(std::sync::Mutex::new(None));
         let (own_notice, own_started) = StartNotice::channel();
-        let request = RunRequest { slot: claim.clone(), started: own_notice, ..RunRequest::full(as_of, trigger) };
+        let progress = crate::batch::progress::ProgressOptions {
+            watch: None,
+            events_every: Some(Duration::from_secs(self.app.settings().log.progress_seconds)),
+        };
+        let request =
+            RunRequest { slot: claim.clone(), started: own_notice, progress, ..RunRequest::full(as_of, trigger) };
         let (app, shutdown, seen) = (Arc::clone(&self.app), self.shutdown.clone(), Arc::clone(&run_id));
         let claimed = claim.as_ref().map(|c| (c.at.to_rfc3339(), c.as_of.to_string(), c.takeover));
         let task = tokio::spawn(async move {

@@ -24,6 +24,8 @@ pub enum StoreError {
     MissingDatabase(String),
     #[error("cannot open database {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
+    #[error("cannot write the database: {0}")]
+    NotWritable(String),
     #[error("database schema is older than this binary ({detail}); run `renewal-worker migrate`")]
     SchemaBehind { detail: String },
     #[error("database schema is newer than this binary ({detail}); deploy a newer worker")]
@@ -148,6 +150,10 @@ pub trait Store: RunLog + Admin + Schedules + ApiLog + Clone + Send + Sync + 'st
     fn pending_reservations(&self) -> impl Future<Output = Result<Vec<Reservation>, StoreError>> + Send;
 
     fn find_card_id(&self, card_no: &str) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
+    /// Cards of `window_months` not marked reissued: one count over the expiry index, the
+    /// progress bar's total (an upper bound of the candidates).
+    fn estimate_candidates(&self, window_months: &[i64]) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Called once a run has committed its first chunk: where the planner's statistics still
     /// describe nearly empty `result`/`card_application` tables (a fresh database), refresh

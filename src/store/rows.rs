@@ -300,6 +300,27 @@ where
         .collect())
 }
 
+pub(crate) async fn estimate_candidates<DB>(pool: &sqlx::Pool<DB>, months: &[i64]) -> Result<u64, StoreError>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let (Some(first), Some(last)) = (months.iter().min(), months.iter().max()) else { return Ok(0) };
+    // The window's months are consecutive, so one range seeks the index once.
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM card WHERE expiry_ym BETWEEN $1 AND $2 AND replaced_by_application_id IS NULL",
+    )
+    .bind(*first)
+    .bind(*last)
+    .fetch_one(pool)
+    .await
+    .context("counting the window's cards")?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// The `running` run rows, oldest first.
 pub(crate) const RUNNING_RUNS_SQL: &str = "SELECT id FROM run WHERE status = 'running' ORDER BY id";
 

@@ -238,3 +238,47 @@ fn seed_demo_on_a_database_with_data_says_what_to_do() {
     let line = usage_error(&db, &["seed-demo", "--cards", "100"]);
     assert!(line.contains("already holds") && line.contains("`demo`"), "{line}");
 }
+
+#[test]
+fn an_unreachable_postgres_names_the_real_cause_for_run_and_migrate() {
+    let db = TestDb::new().with_env("RENEWAL__DATABASE__URL", "postgres://postgres@127.0.0.1:1/renewal");
+    for command in ["run", "migrate"] {
+        let line = fails(&db, &[command], 1);
+        assert!(line.contains("refused") && !line.contains("pool timed out"), "{command}: {line}");
+    }
+}
+
+/// Reading commands open the file read-only: a read-only copy in a read-only directory can be
+/// reported on and dry-run; a run that must write says "permission denied". Run as an
+/// unprivileged user (root writes through permissions).
+#[test]
+fn a_read_only_database_can_be_read_and_a_write_says_permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new();
+    db.seed(500);
+    db.ok(&["run", "--as-of", AS_OF, "--limit", "50"]);
+    let dir = db.dir.path();
+    std::fs::set_permissions(&db.path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let as_user = |args: &[&str]| {
+        let mut cmd = if nix::unistd::geteuid().is_root() {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(binary());
+            c
+        } else {
+            std::process::Command::new(binary())
+        };
+        let base = db.command(args);
+        cmd.args(args).env_clear().envs(base.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        cmd.output().unwrap()
+    };
+    for args in [&["report"][..], &["runs"], &["explain", "--as-of", AS_OF], &["run", "--dry-run", "--as-of", AS_OF]] {
+        let out = as_user(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = as_user(&["run", "--as-of", AS_OF]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("permission denied") && stderr.contains("can still read it"), "{stderr}");
+}

@@ -354,3 +354,25 @@ async fn the_rate_limit_bounds_requests_per_second() {
     let floor = f64::from(requests - 1) / 100.0;
     assert!(span >= floor * 0.95, "{requests} requests in {span:.2} s, faster than 100/s");
 }
+
+/// After a 401 opens the breaker, every charge left pending says so: those whose retries it cut
+/// short name it beside their own last error (they used to say only "HTTP 503").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_charges_after_a_401_stop_name_the_401() {
+    let seeded = TestDb::new();
+    seeded.seed(1000);
+    let server = FeeServer::start(seeded_balances(&seeded).await, Duration::from_millis(1));
+    server.fail_each_key_first(vec![Fault::Status(503), Fault::Status(401)]);
+    let db = http_mode(seeded, &server).with_env("RENEWAL__RUN__CHUNK_SIZE", "200");
+    let out = db.run_cmd(&["run", "--as-of", AS_OF]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reasons: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "fee_pending")
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(!reasons.is_empty(), "{}", tail(&stderr));
+    assert!(reasons.iter().all(|r| r.contains("401")), "{reasons:?}");
+}

@@ -12,6 +12,7 @@ mod fee_server;
 mod fees_http;
 mod observability;
 mod postgres;
+mod progress;
 mod race;
 mod run;
 mod schedule;

@@ -61,18 +61,35 @@ impl PgStore {
             ])
             // Operators (and the recycling test) find the worker's sessions in pg_stat_activity by it.
             .application_name(APPLICATION_NAME);
+        let map_connect = |e: sqlx::Error| {
+            if is_missing_database(&e) {
+                StoreError::MissingDatabase(shown.clone())
+            } else {
+                StoreError::Connect { url: shown.clone(), source: e }
+            }
+        };
+        // A pool reports an unreachable server as "pool timed out" once its acquire timeout
+        // passes; one direct connection first says why (refused, bad password, no such database).
+        let wait = Duration::from_millis(settings.connect_timeout_ms.max(1000));
+        match tokio::time::timeout(wait, <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)).await {
+            Ok(Ok(probe)) => {
+                let _ = sqlx::Connection::close(probe).await;
+            }
+            Ok(Err(e)) => return Err(map_connect(e)),
+            Err(_) => {
+                let silent = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within database.connect_timeout_ms = {} ms", wait.as_millis()),
+                );
+                return Err(map_connect(sqlx::Error::Io(silent)));
+            }
+        }
         let pool = super::recycled(PgPoolOptions::new(), settings)
             .max_connections(pool_size.max(1))
             .acquire_timeout(Duration::from_millis(settings.connect_timeout_ms.max(1000)))
             .connect_with(options.clone())
             .await
-            .map_err(|e| {
-                if is_missing_database(&e) {
-                    StoreError::MissingDatabase(shown.clone())
-                } else {
-                    StoreError::Connect { url: shown.clone(), source: e }
-                }
-            })?;
+            .map_err(map_connect)?;
         Ok(Self { pool, options: std::sync::Arc::new(options) })
     }
 
@@ -92,6 +109,10 @@ impl Store for PgStore {
 
     async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
         super::rows::pending_reservations(&self.pool, chrono::Utc::now() - super::rows::API_RESERVATION_GRACE).await
+    }
+
+    async fn estimate_candidates(&self, window_months: &[i64]) -> Result<u64, StoreError> {
+        super::rows::estimate_candidates(&self.pool, window_months).await
     }
 
     async fn find_card_id(&self, card_no: &str) -> Result<Option<i64>, StoreError> {

@@ -30,11 +30,15 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
-/// Whether opening may create the file (only `migrate`, `seed-demo` and `demo` may).
+/// Whether opening may create the file (only `migrate`, `seed-demo` and `demo` may), and
+/// whether the command writes at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Create {
     IfMissing,
     Never,
+    /// Reads only (`report`, `runs`, `explain`, a dry run): the file is opened read-only, so a
+    /// read-only file or a copy on read-only media works.
+    ReadOnly,
 }
 
 impl SqliteStore {
@@ -43,15 +47,26 @@ impl SqliteStore {
         let connect_err = |source| StoreError::Connect { url: url.clone(), source };
         let base = SqliteConnectOptions::from_str(url).map_err(connect_err)?;
         let path = base.get_filename().to_path_buf();
-        if create == Create::Never && !path.exists() {
+        if create != Create::IfMissing && !path.exists() {
             return Err(StoreError::MissingDatabase(path.display().to_string()));
+        }
+        // SQLite opens a file it cannot write read-only without a word, and the first write then
+        // fails; a command that writes is told at once, in those words.
+        if create != Create::ReadOnly
+            && let Some(e) = not_writable(&path)
+        {
+            return Err(e);
         }
         let cache_kib = (settings.sqlite_cache_bytes / 1024).max(64);
         let busy = std::time::Duration::from_millis(settings.busy_timeout_ms);
+        let base = if create == Create::ReadOnly {
+            base.read_only(true)
+        } else {
+            base.create_if_missing(create == Create::IfMissing)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+        };
         let options = base
-            .create_if_missing(create == Create::IfMissing)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(busy)
             .foreign_keys(true)
             .pragma("cache_size", format!("-{cache_kib}"))
@@ -62,12 +77,21 @@ impl SqliteStore {
         // connections taking turns read every page from the file again (a fifth of the 1M run)
         // and each one holds its own cache (RSS grew with the card count). Waiting for the
         // connection is waiting for the write lock, so it gets the busy timeout.
-        let pool = super::recycled(SqlitePoolOptions::new(), settings)
-            .max_connections(1)
-            .acquire_timeout(busy.max(std::time::Duration::from_millis(settings.connect_timeout_ms.max(1000))))
-            .connect_with(options)
-            .await
-            .map_err(connect_err)?;
+        let open = |options: SqliteConnectOptions| {
+            super::recycled(SqlitePoolOptions::new(), settings)
+                .max_connections(1)
+                .acquire_timeout(busy.max(std::time::Duration::from_millis(settings.connect_timeout_ms.max(1000))))
+                .connect_with(options)
+        };
+        let pool = match (open(options.clone()).await, create) {
+            (Ok(pool), _) => pool,
+            // A WAL file in a directory this process cannot write (a copy on read-only media):
+            // nobody writes there either, so it can be read as immutable.
+            (Err(_), Create::ReadOnly) if !writable(path.parent().unwrap_or(Path::new("."))) => {
+                open(options.immutable(true)).await.map_err(connect_err)?
+            }
+            (Err(e), _) => return Err(connect_err(e)),
+        };
         Ok(Self { pool, path })
     }
 
@@ -78,6 +102,34 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: access only reads the NUL-terminated path it is given.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// A database that cannot be opened for writing because of permissions, said as such: SQLite
+/// itself only says "unable to open database file".
+fn not_writable(path: &Path) -> Option<StoreError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if path.exists() && !writable(path) {
+        return Some(StoreError::NotWritable(format!(
+            "{}: permission denied (the file is read-only; `report`, `runs`, `explain` and `run --dry-run` can still read it)",
+            path.display()
+        )));
+    }
+    (dir.is_dir() && !writable(dir)).then(|| {
+        StoreError::NotWritable(format!(
+            "{}: permission denied (SQLite writes its -wal and -shm files beside the database; `report`, `runs`, `explain` and `run --dry-run` can still read it)",
+            dir.display()
+        ))
+    })
 }
 
 /// Timestamps are stored as fixed-width UTC text so they sort and compare as strings.
@@ -104,6 +156,10 @@ impl Store for SqliteStore {
 
     async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
         super::rows::pending_reservations(&self.pool, ts(chrono::Utc::now() - super::rows::API_RESERVATION_GRACE)).await
+    }
+
+    async fn estimate_candidates(&self, window_months: &[i64]) -> Result<u64, StoreError> {
+        super::rows::estimate_candidates(&self.pool, window_months).await
     }
 
     async fn find_card_id(&self, card_no: &str) -> Result<Option<i64>, StoreError> {

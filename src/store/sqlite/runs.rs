@@ -173,7 +173,7 @@ async fn write_end(
 /// Whether no process holds run `id`'s lock file (a missing file is free). Never creates it.
 fn lock_is_free(store: &SqliteStore, id: i64) -> Result<bool, StoreError> {
     let path = lock_path(store, id);
-    let file = match OpenOptions::new().write(true).open(&path) {
+    let file = match OpenOptions::new().read(true).open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
         Err(source) => return Err(StoreError::RunLock { path: path.display().to_string(), source }),
