@@ -30,6 +30,8 @@ pub enum ConfigError {
     MissingDir(String),
     #[error("configuration: log.level = {value:?}: {problem}")]
     LogLevel { value: String, problem: String },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Many(Vec<ConfigError>),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -53,6 +55,7 @@ impl ConfigError {
     pub fn problems(&self) -> Vec<String> {
         match self {
             Self::Unknown(keys) => keys.iter().map(|k| format!("configuration: {k}")).collect(),
+            Self::Many(all) => all.iter().flat_map(Self::problems).collect(),
             other => vec![other.to_string()],
         }
     }
@@ -357,61 +360,70 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Every problem, not only the first: `config check` names each bad key.
     fn validate(&self) -> Result<(), ConfigError> {
-        log_level::check(&self.log.level)
-            .map_err(|problem| ConfigError::LogLevel { value: self.log.level.clone(), problem })?;
+        let mut problems = Vec::new();
+        if let Err(problem) = log_level::check(&self.log.level) {
+            problems.push(ConfigError::LogLevel { value: self.log.level.clone(), problem });
+        }
         let url = &self.database.url;
         if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
-            return Err(invalid("database.url", redact_url(url), "must start with sqlite: or postgres:"));
+            problems.push(invalid("database.url", redact_url(url), "must start with sqlite: or postgres:"));
         }
         let r = &self.run;
         if !(1..=86_400).contains(&self.log.progress_seconds) {
-            return Err(invalid("log.progress_seconds", self.log.progress_seconds, "must be 1..86400"));
+            problems.push(invalid("log.progress_seconds", self.log.progress_seconds, "must be 1..86400"));
         }
         if !(1..=100_000).contains(&r.chunk_size) {
-            return Err(invalid("run.chunk_size", r.chunk_size, "must be between 1 and 100000"));
+            problems.push(invalid("run.chunk_size", r.chunk_size, "must be between 1 and 100000"));
         }
         if !(1..=64).contains(&r.concurrency) {
-            return Err(invalid("run.concurrency", r.concurrency, "must be between 1 and 64"));
+            problems.push(invalid("run.concurrency", r.concurrency, "must be between 1 and 64"));
         }
         if r.window_days > 366 {
-            return Err(invalid("run.window_days", r.window_days, "must be at most 366"));
+            problems.push(invalid("run.window_days", r.window_days, "must be at most 366"));
         }
         if r.max_fee_total < 0 {
-            return Err(invalid("run.max_fee_total", r.max_fee_total, "must not be negative"));
+            problems.push(invalid("run.max_fee_total", r.max_fee_total, "must not be negative"));
         }
         if !(0..=MAX_FEE_PER_CARD_LIMIT).contains(&r.max_fee_per_card) {
-            return Err(invalid("run.max_fee_per_card", r.max_fee_per_card, "must be 0..1000000000000"));
+            problems.push(invalid("run.max_fee_per_card", r.max_fee_per_card, "must be 0..1000000000000"));
         }
         if !(1..=600).contains(&r.default_validity_months) {
-            return Err(invalid("run.default_validity_months", r.default_validity_months, "must be 1..600"));
+            problems.push(invalid("run.default_validity_months", r.default_validity_months, "must be 1..600"));
         }
         if r.result_retention_days <= r.window_days {
             // Results are how a rerun knows a card was done for its as-of: keep them longer than the window.
-            return Err(invalid("run.result_retention_days", r.result_retention_days, "must exceed run.window_days"));
+            problems.push(invalid("run.result_retention_days", r.result_retention_days, "must exceed run.window_days"));
         }
         for (key, value) in [
             ("database.idle_timeout_ms", self.database.idle_timeout_ms),
             ("database.max_lifetime_ms", self.database.max_lifetime_ms),
         ] {
             if value == 0 {
-                return Err(invalid(key, value, "must be at least 1"));
+                problems.push(invalid(key, value, "must be at least 1"));
             }
         }
         if self.database.max_connections == 0 {
-            return Err(invalid("database.max_connections", 0, "must be at least 1"));
+            problems.push(invalid("database.max_connections", 0, "must be at least 1"));
         }
         if self.database.sqlite_wal_autocheckpoint_pages == 0 {
             // 0 would turn checkpoints off and let the WAL file grow without bound.
-            return Err(invalid("database.sqlite_wal_autocheckpoint_pages", 0, "must be at least 1"));
+            problems.push(invalid("database.sqlite_wal_autocheckpoint_pages", 0, "must be at least 1"));
         }
-        self.validate_schedule()?;
-        if self.fees.mode == FeeMode::Http {
-            self.validate_http()?;
+        if let Err(e) = self.validate_schedule() {
+            problems.push(e);
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|_| invalid("log.level", &self.log.level, "is not a valid tracing filter"))?;
-        Ok(())
+        if self.fees.mode == FeeMode::Http
+            && let Err(e) = self.validate_http()
+        {
+            problems.push(e);
+        }
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Many(problems)),
+        }
     }
 
     fn validate_http(&self) -> Result<(), ConfigError> {

@@ -184,6 +184,16 @@ fn explain_and_config_print_valid_json_and_config_show_never_prints_a_secret() {
     let verdict = valid("config-check.json", &String::from_utf8_lossy(&bad.stdout));
     assert_eq!(verdict["ok"], false);
     assert!(verdict["problems"][0].as_str().unwrap().contains("run.chunksize"));
+    // Every bad value is named, not only the first; one `error:` line each.
+    let two = TestDb::new()
+        .with_env("RENEWAL__RUN__CHUNK_SIZE", "0")
+        .with_env("RENEWAL__RUN__CONCURRENCY", "1000")
+        .run_cmd(&["config", "check"]);
+    assert_eq!(two.status.code(), Some(2));
+    let errors: Vec<String> =
+        String::from_utf8_lossy(&two.stderr).lines().filter(|l| l.starts_with("error: ")).map(str::to_owned).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("run.chunk_size") && errors[1].contains("run.concurrency"), "{errors:?}");
 
     let db = TestDb::new();
     db.seed(300);

@@ -279,7 +279,16 @@ async fn sigkill_between_charge_and_commit_then_a_rerun_settles_without_charging
 async fn after_a_sigkill_two_replicas_settling_together_charge_each_card_once(kind: Kind) {
     let k = killed_between_charge_and_commit(kind).await;
     let leftover_keys = k.server.ledger().requests.len();
-    let mut replicas = start_workers(&k.db, 2, |_, _| {});
+    // Each replica stops after charging the leftovers it found, before recording them, so the
+    // other one finds them still pending whatever the scheduling: both settle the same ones.
+    let release = k.db.dir.path().join("release-settlers");
+    let mut replicas = start_workers(&k.db, 2, |_, cmd| {
+        cmd.env(PAUSE_ENV, "after_charge:0").env(renewal_worker::RELEASE_ENV, &release);
+    });
+    for r in &replicas {
+        r.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
+    }
+    std::fs::write(&release, b"go").unwrap();
     for (i, r) in replicas.iter_mut().enumerate() {
         assert_eq!(r.wait(Duration::from_secs(120)), Some(0), "replica {i}: {}", r.stderr_so_far());
     }

@@ -93,7 +93,29 @@ async fn replicas_make_one_run_per_slot_and_the_same_final_state_as_one_run(kind
             count(&db, "SELECT count(*) FROM schedule_slot").await >= slots_wanted
         })
         .await;
-        let workers: Vec<Spawned> = workers.into_iter().map(stop_cleanly).collect();
+        // Stopped between two slots, all at once: a SIGTERM to one replica mid-run would leave
+        // an interrupted run that another replica rightly takes over (two runs for that slot),
+        // and slow machines make runs long enough to meet a sequential stop.
+        eventually("no run in flight", Duration::from_secs(30), || async {
+            count(&db, "SELECT count(*) FROM run WHERE status = 'running'").await == 0
+        })
+        .await;
+        for worker in &workers {
+            worker.terminate();
+        }
+        let workers: Vec<Spawned> = workers
+            .into_iter()
+            .map(|mut worker| {
+                let code = worker.wait(Duration::from_secs(30));
+                assert_eq!(
+                    code,
+                    Some(0),
+                    "a SIGTERM'd schedule exits 0:\n{}",
+                    tail(&worker.log.lock().unwrap().join("\n"))
+                );
+                worker
+            })
+            .collect();
 
         let pool = db.pool().await;
         let per_slot: Vec<(i64, i64)> = sqlx::query_as(
