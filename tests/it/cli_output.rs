@@ -233,3 +233,25 @@ fn report_on_a_killed_run_says_it_looks_abandoned_with_its_owner() {
     assert!(json["duration_ms"].is_null());
     assert!(db.ok(&["runs"]).contains("running (abandoned)"));
 }
+
+#[test]
+fn pretty_logs_in_a_pipe_carry_no_colour_and_demo_points_at_its_file() {
+    let db = TestDb::new().with_env("RENEWAL__LOG__FORMAT", "pretty");
+    db.seed(300);
+    let out = db.run_cmd(&["run", "--as-of", AS_OF]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("card_result"), "{}", tail(&stderr));
+    assert!(!stderr.contains('\u{1b}'), "colour codes in a pipe:\n{}", tail(&stderr));
+
+    let file = db.dir.path().join("demo.db");
+    let stdout = db.ok(&["demo", "--cards", "500", "--db", file.to_str().unwrap()]);
+    let hint = format!("export RENEWAL__DATABASE__URL=sqlite://{}", file.display());
+    assert!(stdout.lines().last().unwrap().contains(&hint), "{stdout}");
+    let quiet = db.ok(&["demo", "--cards", "500", "--db", file.to_str().unwrap(), "--quiet"]);
+    assert!(!quiet.contains("export "), "--quiet prints no hint");
+    // The hint works: report reads the demo's run.
+    let report =
+        TestDb::new().with_env("RENEWAL__DATABASE__URL", &format!("sqlite://{}", file.display())).ok(&["report"]);
+    assert!(report.starts_with("run 1  as-of"), "{report}");
+}
