@@ -112,7 +112,7 @@ impl Store for PgStore {
     }
 
     async fn estimate_candidates(&self, window_months: &[i64]) -> Result<u64, StoreError> {
-        super::rows::estimate_candidates(&self.pool, window_months).await
+        super::rows::estimate_candidates(&self.pool, super::rows::ESTIMATE_SQL_PG, window_months).await
     }
 
     async fn find_card_id(&self, card_no: &str) -> Result<Option<i64>, StoreError> {
