@@ -68,16 +68,22 @@ pub(super) async fn start(options: &PgConnectOptions, run: &NewRun) -> Result<Ru
     Ok(RunHandle { id, guard: RunGuard::Advisory(Box::new(conn)) })
 }
 
-/// Whether no session holds run `id`'s liveness lock (probed in a transaction that then ends,
-/// so the probe keeps nothing).
-async fn lock_is_free(pool: &PgPool, id: i64) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await.context("probing a run lock")?;
-    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+/// Takes run `id`'s liveness lock for the rest of `tx` if no session holds it; whether it did.
+/// Transaction-scoped: released when `tx` ends, never left behind by the prober.
+async fn take_lock_in(tx: &mut sqlx::PgConnection, id: i64) -> Result<bool, StoreError> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
         .bind(RUN_LOCK_SPACE)
         .bind(lock_key(id)?)
         .fetch_one(&mut *tx)
         .await
-        .context("probing a run lock")?;
+        .context("probing a run lock")
+}
+
+/// Whether no session holds run `id`'s liveness lock (the probe's transaction then ends, so it
+/// keeps nothing).
+async fn lock_is_free(pool: &PgPool, id: i64) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await.context("probing a run lock")?;
+    let free = take_lock_in(&mut tx, id).await?;
     tx.rollback().await.context("probing a run lock")?;
     Ok(free)
 }
@@ -88,13 +94,7 @@ pub(super) async fn close_abandoned(pool: &PgPool) -> Result<Vec<i64>, StoreErro
     let mut closed = Vec::new();
     for id in running {
         let mut tx = pool.begin().await.context("closing abandoned runs")?;
-        // Transaction-scoped: released at commit, never left behind by the closer.
-        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
-            .bind(RUN_LOCK_SPACE)
-            .bind(lock_key(id)?)
-            .fetch_one(&mut *tx)
-            .await
-            .context("probing a run lock")?;
+        let free = take_lock_in(&mut tx, id).await?;
         // The listing may be stale: a run that finished after it commits its row before its lock
         // goes, so with the lock in hand a fresh read tells dead runs from finished ones.
         let still_running = free
