@@ -50,6 +50,38 @@ pub struct Settings {
     pub provenance: Provenance,
 }
 
+/// Deserializes the merged layers; a value of the wrong type is retried with its default, so
+/// every wrong value is named (serde stops at the first), not only the first.
+fn every_bad_value(merged: config::ConfigBuilder<config::builder::DefaultState>) -> Result<Settings, ConfigError> {
+    let defaults = config::Config::builder()
+        .add_source(config::File::from_str(EMBEDDED_DEFAULTS, config::FileFormat::Toml))
+        .build()?;
+    let mut errors = Vec::new();
+    let mut patched = merged;
+    loop {
+        let error = match patched.clone().build()?.try_deserialize::<Settings>() {
+            Ok(settings) if errors.is_empty() => return Ok(settings),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let key = match &error {
+            config::ConfigError::Type { key: Some(key), .. } | config::ConfigError::At { key: Some(key), .. } => {
+                Some(key.clone())
+            }
+            _ => None,
+        };
+        errors.push(ConfigError::Load(error));
+        let Some((key, default)) = key.and_then(|k| defaults.get::<config::Value>(&k).ok().map(|v| (k, v))) else {
+            break;
+        };
+        if errors.len() > 64 {
+            break;
+        }
+        patched = patched.set_override(key, default)?;
+    }
+    Err(if errors.len() == 1 { errors.remove(0) } else { ConfigError::Many(errors) })
+}
+
 impl ConfigError {
     /// One line per problem: each unknown key on its own, anything else as one.
     pub fn problems(&self) -> Vec<String> {
@@ -354,7 +386,7 @@ impl Settings {
             layers.push((Source::Env(name), vec![key]));
         }
         let provenance = sources::check(&known, &layers).map_err(ConfigError::Unknown)?;
-        let mut settings: Settings = builder.add_source(environment()).build()?.try_deserialize()?;
+        let mut settings = every_bad_value(builder.add_source(environment()))?;
         settings.provenance = provenance;
         settings.validate()?;
         Ok(settings)

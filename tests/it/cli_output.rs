@@ -194,6 +194,16 @@ fn explain_and_config_print_valid_json_and_config_show_never_prints_a_secret() {
         String::from_utf8_lossy(&two.stderr).lines().filter(|l| l.starts_with("error: ")).map(str::to_owned).collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].contains("run.chunk_size") && errors[1].contains("run.concurrency"), "{errors:?}");
+    // Values of the wrong type too, though serde stops at the first of them.
+    let typed = TestDb::new()
+        .with_env("RENEWAL__RUN__CHUNK_SIZE", "lots")
+        .with_env("RENEWAL__LOG__FORMAT", "jsn")
+        .run_cmd(&["config", "check", "--json"]);
+    assert_eq!(typed.status.code(), Some(2));
+    let verdict = valid("config-check.json", &String::from_utf8_lossy(&typed.stdout));
+    let problems: Vec<&str> = verdict["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("chunk_size")) && problems.iter().any(|p| p.contains("log.format")));
 
     let db = TestDb::new();
     db.seed(300);
