@@ -263,7 +263,8 @@ async fn services<S: Store>(
     } else {
         let admin_listener = ops::bind(&settings.admin.listen, "admin.listen").await.map_err(AppError::Failed)?;
         tracing::info!(event = "listening", what = "admin", addr = %settings.admin.listen);
-        let router = admin::router(settings.admin.keys.clone(), triggers.clone());
+        let bound = admin::AsOfBound { max_days_ahead: settings.run.max_days_ahead, time_zone: settings.time_zone() };
+        let router = admin::router(settings.admin.keys.clone(), triggers.clone(), bound);
         listeners.spawn(ops::serve(admin_listener, router, shutdown.clone()));
     }
     let stopped = match services.schedule {
@@ -301,8 +302,7 @@ fn latest_slot_date(settings: &Settings) -> Result<NaiveDate, AppError> {
 /// unless forced. Past dates stay allowed (a rerun finishes what a night left).
 pub fn refuse_far_as_of(as_of: NaiveDate, settings: &Settings) -> Result<(), AppError> {
     let today = business_date(Utc::now(), settings.time_zone());
-    let ahead = (as_of - today).num_days();
-    if ahead > i64::from(settings.run.max_days_ahead) {
+    if let Some(ahead) = crate::domain::as_of::too_far_ahead(as_of, today, settings.run.max_days_ahead) {
         return Err(AppError::Usage(format!(
             "--as-of {as_of} is {ahead} days after today ({today} in {}), beyond run.max_days_ahead = {}: \
              it would renew cards early; pass --force-as-of if that is meant (a --dry-run takes any date)",

@@ -38,17 +38,26 @@ pub enum Answer {
     },
 }
 
+/// How far ahead a requested as-of may lie (`run.max_days_ahead` in `run.time_zone`), as for
+/// `run --as-of`: later is refused unless the body says `"force_as_of": true`.
+#[derive(Debug, Clone, Copy)]
+pub struct AsOfBound {
+    pub max_days_ahead: u32,
+    pub time_zone: chrono_tz::Tz,
+}
+
 #[derive(Clone)]
 struct AdminState {
     keys: Arc<KeyList>,
     triggers: mpsc::Sender<Trigger>,
+    bound: AsOfBound,
 }
 
-pub fn router(keys: KeyList, triggers: mpsc::Sender<Trigger>) -> Router {
+pub fn router(keys: KeyList, triggers: mpsc::Sender<Trigger>, bound: AsOfBound) -> Router {
     Router::new()
         .route("/runs", post(start_run))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; POST /runs starts a run") })
-        .with_state(AdminState { keys: Arc::new(keys), triggers })
+        .with_state(AdminState { keys: Arc::new(keys), triggers, bound })
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -65,10 +74,21 @@ async fn start_run(State(state): State<AdminState>, headers: HeaderMap, body: ax
         tracing::warn!(event = "admin_unauthorized", "POST /runs without a valid admin key");
         return error(StatusCode::UNAUTHORIZED, "an admin.keys key is required (Authorization: Bearer <secret>)");
     };
-    let as_of = match parse_body(&body) {
-        Ok(as_of) => as_of,
+    let (as_of, force) = match parse_body(&body) {
+        Ok(parsed) => parsed,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
+    let today = crate::domain::as_of::business_date(chrono::Utc::now(), state.bound.time_zone);
+    if let Some(ahead) =
+        as_of.filter(|_| !force).and_then(|d| crate::domain::as_of::too_far_ahead(d, today, state.bound.max_days_ahead))
+    {
+        let message = format!(
+            "as_of is {ahead} days after today ({today}), beyond run.max_days_ahead = {}: it would renew cards early; \
+             send \"force_as_of\": true if that is meant",
+            state.bound.max_days_ahead
+        );
+        return error(StatusCode::BAD_REQUEST, &message);
+    }
     let (reply, answer) = oneshot::channel();
     if state.triggers.send(Trigger { as_of, key_id: key_id.clone(), reply }).await.is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down");
@@ -93,17 +113,24 @@ async fn start_run(State(state): State<AdminState>, headers: HeaderMap, body: ax
     }
 }
 
-/// `{}` or no body: the latest slot's business date; `{"as_of": "YYYY-MM-DD"}` otherwise.
-fn parse_body(body: &[u8]) -> Result<Option<NaiveDate>, String> {
+/// `{}` or no body: the latest slot's business date; `{"as_of": "YYYY-MM-DD"}` otherwise, with
+/// `"force_as_of": true` to accept a date beyond `run.max_days_ahead`.
+fn parse_body(body: &[u8]) -> Result<(Option<NaiveDate>, bool), String> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok((None, false));
     }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    match value.get("as_of") {
-        None | Some(serde_json::Value::Null) => Ok(None),
+    let force = match value.get("force_as_of") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(force)) => *force,
+        Some(_) => return Err("force_as_of must be true or false".to_owned()),
+    };
+    let as_of = match value.get("as_of") {
+        None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(raw)) => {
-            parse_as_of(raw).map(Some).ok_or_else(|| format!("as_of {raw:?} is not a date of the form YYYY-MM-DD"))
+            Some(parse_as_of(raw).ok_or_else(|| format!("as_of {raw:?} is not a date of the form YYYY-MM-DD"))?)
         }
-        Some(_) => Err("as_of must be a string of the form YYYY-MM-DD".to_owned()),
-    }
+        Some(_) => return Err("as_of must be a string of the form YYYY-MM-DD".to_owned()),
+    };
+    Ok((as_of, force))
 }

@@ -397,6 +397,18 @@ async fn post_runs_starts_a_run_refuses_a_second_while_it_goes_and_needs_a_key()
     let bad =
         client.post(&url).bearer_auth("0123456789abcdef0123").body(r#"{"as_of":"20-11-2026"}"#).send().await.unwrap();
     assert_eq!(bad.status(), 400);
+    // A date beyond run.max_days_ahead would renew cards early: refused, as `run --as-of` is.
+    let far = (chrono::Utc::now().date_naive() + chrono::Duration::days(90)).to_string();
+    let early = client
+        .post(&url)
+        .bearer_auth("0123456789abcdef0123")
+        .body(format!(r#"{{"as_of":"{far}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(early.status(), 400);
+    let body: serde_json::Value = early.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("run.max_days_ahead = 0"), "{body}");
 
     let worker = stop_cleanly(worker);
     let (trigger, as_of): (String, String) = sqlx::query_as("SELECT trigger, as_of FROM run WHERE id = $1")
