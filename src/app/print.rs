@@ -6,7 +6,9 @@ use super::{AppError, Exit};
 use crate::batch::ReissueOutcome;
 use crate::config::Settings;
 use crate::domain::card_number::mask;
-use crate::output::views::{ChargeRow, CheckView, DateView, PlanView, RunRow, RunView, SettingRow};
+use crate::output::views::{
+    ChargeRow, CheckView, CodeLine, DateView, PlanView, RunRow, RunView, SettingRow, code_lines,
+};
 use crate::output::{self, Format};
 use crate::report;
 use crate::store::{CodeCount, RunFilter, RunStatus, RunSummary, Store};
@@ -37,6 +39,7 @@ pub fn run_summary(ui: Ui, s: &RunSummary, card: Option<&ReissueOutcome>) -> Res
     }
 }
 
+/// A CSV row is flat (the csv crate writes no nested or flattened fields).
 #[derive(serde::Serialize)]
 struct CodeRow {
     code: String,
@@ -45,10 +48,11 @@ struct CodeRow {
     message: String,
 }
 
+/// The JSON's per-code lines, one CSV row each.
 fn code_rows(counts: &BTreeMap<String, CodeCount>) -> Vec<CodeRow> {
-    counts
-        .iter()
-        .map(|(code, c)| CodeRow { code: code.clone(), count: c.count, fee: c.fee, message: report::message_of(code) })
+    code_lines(counts)
+        .into_iter()
+        .map(|(code, CodeLine { count, fee, message })| CodeRow { code, count, fee, message })
         .collect()
 }
 

@@ -52,10 +52,10 @@ pub struct Settings {
 
 /// Deserializes the merged layers; a value of the wrong type is retried with its default, so
 /// every wrong value is named (serde stops at the first), not only the first.
-fn every_bad_value(merged: config::ConfigBuilder<config::builder::DefaultState>) -> Result<Settings, ConfigError> {
-    let defaults = config::Config::builder()
-        .add_source(config::File::from_str(EMBEDDED_DEFAULTS, config::FileFormat::Toml))
-        .build()?;
+fn every_bad_value(
+    merged: config::ConfigBuilder<config::builder::DefaultState>,
+    defaults: &config::Config,
+) -> Result<Settings, ConfigError> {
     let mut errors = Vec::new();
     let mut patched = merged;
     loop {
@@ -364,13 +364,16 @@ impl Settings {
                 .with_list_parse_key("admin.keys")
                 .with_list_parse_key("api.keys")
         };
-        let defaults: Settings = config::Config::builder().add_source(embedded()).build()?.try_deserialize()?;
-        let known = sources::known_keys(&serde_json::to_value(&defaults).unwrap_or_default());
-        let keys_of =
-            |builder: config::ConfigBuilder<config::builder::DefaultState>| -> Result<Vec<String>, ConfigError> {
-                Ok(sources::flatten(&builder.build()?.try_deserialize::<config::Map<String, config::Value>>()?))
-            };
-        let mut layers = vec![(Source::Default, keys_of(config::Config::builder().add_source(embedded()))?)];
+        // The embedded defaults, parsed once: the known keys, the default layer, and the values a
+        // wrongly typed setting is retried with.
+        let defaults = config::Config::builder().add_source(embedded()).build()?;
+        let typed: Settings = defaults.clone().try_deserialize()?;
+        let known = sources::known_keys(&serde_json::to_value(&typed).unwrap_or_default());
+        let tree = |config: config::Config| -> Result<Vec<String>, ConfigError> {
+            Ok(sources::flatten(&config.try_deserialize::<config::Map<String, config::Value>>()?))
+        };
+        let keys_of = |builder: config::ConfigBuilder<config::builder::DefaultState>| tree(builder.build()?);
+        let mut layers = vec![(Source::Default, tree(defaults.clone())?)];
         let mut builder = config::Config::builder().add_source(embedded());
         for file in files.iter().filter(|f| f.exists()) {
             let source = config::File::from(file.as_path());
@@ -386,7 +389,7 @@ impl Settings {
             layers.push((Source::Env(name), vec![key]));
         }
         let provenance = sources::check(&known, &layers).map_err(ConfigError::Unknown)?;
-        let mut settings = every_bad_value(builder.add_source(environment()))?;
+        let mut settings = every_bad_value(builder.add_source(environment()), &defaults)?;
         settings.provenance = provenance;
         settings.validate()?;
         Ok(settings)

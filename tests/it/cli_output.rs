@@ -149,8 +149,8 @@ async fn runs_and_report_tell_three_runs_one_interrupted_as_the_tables_hold_them
     assert!(!csv.lines().skip(1).any(|l| l.split(',').nth(1).is_some_and(|c| !c.contains("******"))), "cards masked");
 }
 
-#[test]
-fn explain_and_config_print_valid_json_and_config_show_never_prints_a_secret() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_and_config_print_valid_json_and_config_show_never_prints_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("default.toml"),
@@ -207,6 +207,12 @@ fn explain_and_config_print_valid_json_and_config_show_never_prints_a_secret() {
 
     let db = TestDb::new();
     db.seed(300);
+    // The run summary as CSV: one row per code, whose counts are the cards read.
+    let csv = db.ok(&["run", "--as-of", AS_OF, "--output", "csv"]);
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("code,count,fee,message"));
+    let read: i64 = lines.map(|l| l.split(',').nth(1).unwrap().parse::<i64>().unwrap()).sum();
+    assert!(read > 0 && read == scalar(&db, "SELECT count(*) FROM result").await, "{csv}");
     let plan = valid("explain.json", &db.ok(&["explain", "--as-of", AS_OF, "--json"]));
     assert!(!plan["plan"].as_array().unwrap().is_empty());
 }
