@@ -157,7 +157,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub async fn api_cell(args: &Args, dialect: Dialect) -> Result<ApiRow, Error> {
     let mut seeded = args.clone();
     seeded.as_of = today();
-    let tpl = template(&seeded, dialect, args.api_cards).await?;
+    let tpl = template(&seeded, dialect, args.api_cards, 1).await?;
     let cards = eligible(args, dialect, &tpl).await?;
     if cards.is_empty() {
         return Err("no eligible card in the API cell's data".into());

@@ -61,9 +61,18 @@ struct Args {
     http_latency_ms: u64,
     #[arg(long, default_value_t = 64)]
     http_max_in_flight: u32,
-    /// Chunks in flight at once in the HTTP cell (`run.concurrency`; README recommends 8 in HTTP mode).
-    #[arg(long, default_value_t = 8)]
-    http_concurrency: u32,
+    /// Chunks in flight at once in the HTTP cell (`run.concurrency`) [default: the configured default]
+    #[arg(long)]
+    http_concurrency: Option<u32>,
+    /// PostgreSQL cells: also run this many `run` processes together on one copy (0 or 1 = skip);
+    /// wall time from the first start to the last exit.
+    #[arg(long, default_value_t = 2)]
+    replicas: u32,
+    /// Also measure a card base this large holding the candidates of the largest `--cards` size
+    /// (`seed-demo --sparse`), e.g. 10000000 beside 1000000; one run per program on the data set
+    /// itself (no copies), which is put back after each run (0 = skip).
+    #[arg(long, default_value_t = 0)]
+    wide_cards: u64,
     /// Also measure the sync API on this many cards (0 = skip; its data is generated for today,
     /// the API's business date). wrk and pgbench must be installed.
     #[arg(long, default_value_t = 0)]
@@ -87,12 +96,22 @@ struct Args {
 struct Row_ {
     database: String,
     cards: u64,
+    /// `seed-demo --sparse`: 1 for the usual 10% of cards in the window.
+    sparse: u64,
+    /// Worker processes started together (1 = the usual cell).
+    processes: u32,
+    runs: usize,
     candidates: i64,
     worker_seconds: f64,
     reference_seconds: f64,
     ratio: f64,
     cards_per_second: f64,
+    /// Microseconds of worker time per candidate.
+    us_per_candidate: f64,
+    /// The largest of the processes' peaks.
     peak_rss_mib: f64,
+    /// The same `run` again on the finished data (nothing left), median.
+    rerun_seconds: Option<f64>,
 }
 
 /// Counts per code, total fee and the set of marked cards: what must agree.
@@ -118,7 +137,6 @@ fn worker_exe() -> Result<PathBuf, Error> {
 
 struct Target {
     dialect: Dialect,
-    url: String,
 }
 
 impl Target {
@@ -131,6 +149,34 @@ impl Target {
 }
 
 fn worker(url: &str, args: &[&str], log: &Path, envs: &[(&str, String)]) -> Result<(f64, f64), Error> {
+    let started = Instant::now();
+    let process = spawn_worker(url, args, log, envs)?;
+    let rss = process.wait()?;
+    Ok((started.elapsed().as_secs_f64(), rss))
+}
+
+/// A worker process under `/usr/bin/time` (for its peak RSS).
+struct Worker {
+    child: std::process::Child,
+    rss_file: PathBuf,
+    log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Worker {
+    /// Waits for the exit; the peak RSS in MiB.
+    fn wait(mut self) -> Result<f64, Error> {
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(format!("worker {:?} failed ({status}); see {}", self.args, self.log.display()).into());
+        }
+        let rss_kib: f64 =
+            std::fs::read_to_string(&self.rss_file)?.trim().lines().last().unwrap_or("0").trim().parse()?;
+        Ok(rss_kib / 1024.0)
+    }
+}
+
+fn spawn_worker(url: &str, args: &[&str], log: &Path, envs: &[(&str, String)]) -> Result<Worker, Error> {
     let rss_file = log.with_extension("rss");
     let mut cmd = Command::new("/usr/bin/time");
     cmd.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(worker_exe()?).args(args);
@@ -142,14 +188,12 @@ fn worker(url: &str, args: &[&str], log: &Path, envs: &[(&str, String)]) -> Resu
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let started = Instant::now();
-    let status = cmd.status()?;
-    let seconds = started.elapsed().as_secs_f64();
-    if !status.success() {
-        return Err(format!("worker {args:?} failed ({status}); see {}", log.display()).into());
-    }
-    let rss_kib: f64 = std::fs::read_to_string(&rss_file)?.trim().lines().last().unwrap_or("0").trim().parse()?;
-    Ok((seconds, rss_kib / 1024.0))
+    Ok(Worker {
+        child: cmd.spawn()?,
+        rss_file,
+        log: log.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+    })
 }
 
 async fn admin(args: &Args) -> Result<sqlx::PgConnection, Error> {
@@ -172,9 +216,12 @@ async fn pg_exec(args: &Args, sql: String) -> Result<(), Error> {
 }
 
 /// The generated data set for (database, cards, seed), made once and reused.
-async fn template(args: &Args, dialect: Dialect, cards: u64) -> Result<String, Error> {
+async fn template(args: &Args, dialect: Dialect, cards: u64, sparse: u64) -> Result<String, Error> {
     // The as-of is part of the data: the API cell's data is made for today.
-    let tag = format!("{cards}_s{}_{}", args.seed, args.as_of.replace('-', ""));
+    let mut tag = format!("{cards}_s{}_{}", args.seed, args.as_of.replace('-', ""));
+    if sparse > 1 {
+        tag.push_str(&format!("_sparse{sparse}"));
+    }
     let (url, exists) = match dialect {
         Dialect::Sqlite => {
             let path = args.out.join("data").join(format!("sqlite_{tag}.db"));
@@ -198,7 +245,9 @@ async fn template(args: &Args, dialect: Dialect, cards: u64) -> Result<String, E
         let started = Instant::now();
         let seed = args.seed.to_string();
         let n = cards.to_string();
-        worker(&url, &["seed-demo", "--cards", &n, "--seed", &seed, "--as-of", &args.as_of], &log, &[])?;
+        let sparse = sparse.to_string();
+        let seed_args = ["seed-demo", "--cards", &n, "--seed", &seed, "--as-of", &args.as_of, "--sparse", &sparse];
+        worker(&url, &seed_args, &log, &[])?;
         println!("generated {cards} cards on {dialect:?} in {:.1} s", started.elapsed().as_secs_f64());
     }
     if dialect == Dialect::Sqlite {
@@ -251,10 +300,19 @@ async fn run_reference(dialect: Dialect, url: &str, as_of: NaiveDate, months: &[
             let mut tx = conn.begin().await?;
             let run_id: i64 =
                 sqlx::query_scalar(sqlx::AssertSqlSafe(reference::run_row(dialect, as_of))).fetch_one(&mut *tx).await?;
+            let verbose = std::env::var_os("BENCH_STATEMENT_TIMES").is_some();
             for sql in reference::statements(dialect, as_of, months, run_id) {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+                let at = Instant::now();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone())).execute(&mut *tx).await?;
+                if verbose {
+                    eprintln!("reference {:>8.1} ms  {}", at.elapsed().as_secs_f64() * 1e3, &sql[..sql.len().min(60)]);
+                }
             }
+            let at = Instant::now();
             tx.commit().await?;
+            if verbose {
+                eprintln!("reference {:>8.1} ms  COMMIT", at.elapsed().as_secs_f64() * 1e3);
+            }
             Ok(started.elapsed().as_secs_f64())
         }};
     }
@@ -297,12 +355,11 @@ fn window(as_of: NaiveDate) -> Vec<i64> {
     renewal_worker::domain::expiry::window_months(as_of, 30).iter().map(|m| m.yyyymm()).collect()
 }
 
-async fn cell(args: &Args, target: &Target, cards: u64) -> Result<Row_, Error> {
-    let as_of = NaiveDate::parse_from_str(&args.as_of, "%Y-%m-%d")?;
-    let tpl = template(args, target.dialect, cards).await?;
+/// Fails unless the candidate scan on `url` uses `card_expiry_unreissued`.
+fn check_plan(args: &Args, target: &Target, url: &str) -> Result<(), Error> {
     let explain = Command::new(worker_exe()?)
         .args(["explain", "--as-of", &args.as_of])
-        .env("RENEWAL__DATABASE__URL", &tpl)
+        .env("RENEWAL__DATABASE__URL", url)
         .env("RENEWAL_CONFIG_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
         .output()?;
     let plan = String::from_utf8_lossy(&explain.stdout);
@@ -311,45 +368,187 @@ async fn cell(args: &Args, target: &Target, cards: u64) -> Result<Row_, Error> {
             format!("the candidate scan does not use card_expiry_unreissued on {}:\n{plan}", target.name()).into()
         );
     }
-    let (mut worker_s, mut rss, mut reference_s) = (Vec::new(), Vec::new(), Vec::new());
+    Ok(())
+}
+
+fn differ(what: &str, worker: &Outcome, reference: &Outcome) -> Error {
+    format!(
+        "OUTCOMES DIFFER ({what}):\nworker    {:?} fee {} marked {}\nreference {:?} fee {} marked {}",
+        worker.counts,
+        worker.fee_total,
+        worker.marked.len(),
+        reference.counts,
+        reference.fee_total,
+        reference.marked.len()
+    )
+    .into()
+}
+
+fn row(target: &Target, cards: u64, outcome: &Outcome, worker: &[f64], reference: &[f64], rss: &[f64]) -> Row_ {
+    let candidates: i64 = outcome.counts.values().map(|(n, _)| n).sum();
+    let (w, r) = (median(worker.to_vec()), median(reference.to_vec()));
+    Row_ {
+        database: target.name().to_owned(),
+        cards,
+        sparse: 1,
+        processes: 1,
+        runs: worker.len(),
+        candidates,
+        worker_seconds: w,
+        reference_seconds: r,
+        ratio: r / w,
+        cards_per_second: candidates as f64 / w,
+        us_per_candidate: w * 1e6 / candidates.max(1) as f64,
+        peak_rss_mib: median(rss.to_vec()),
+        rerun_seconds: None,
+    }
+}
+
+const RUN: [&str; 2] = ["run", "--as-of"];
+
+/// One size on one database: the worker and the reference on fresh copies, `--runs` times, then
+/// (PostgreSQL) `--replicas` workers together on a copy.
+async fn cell(args: &Args, target: &Target, cards: u64) -> Result<Vec<Row_>, Error> {
+    let as_of = NaiveDate::parse_from_str(&args.as_of, "%Y-%m-%d")?;
+    let tpl = template(args, target.dialect, cards, 1).await?;
+    check_plan(args, target, &tpl)?;
+    let run = [RUN[0], RUN[1], &args.as_of];
+    let (mut worker_s, mut rss, mut reference_s, mut rerun_s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut worker_url = String::new();
     let mut reference_url = String::new();
+    let name = target.name();
     for i in 0..args.runs {
         worker_url = copy(args, target.dialect, &tpl, "worker").await?;
-        let log = args.out.join("logs").join(format!("{}_{cards}_run{i}.log", target.name()));
-        let (s, mib) = worker(&worker_url, &["run", "--as-of", &args.as_of], &log, &[])?;
+        let log = args.out.join("logs").join(format!("{name}_{cards}_run{i}.log"));
+        let (s, mib) = worker(&worker_url, &run, &log, &[])?;
         worker_s.push(s);
         rss.push(mib);
+        let log = args.out.join("logs").join(format!("{name}_{cards}_rerun{i}.log"));
+        rerun_s.push(worker(&worker_url, &run, &log, &[])?.0);
         reference_url = copy(args, target.dialect, &tpl, "reference").await?;
         reference_s.push(run_reference(target.dialect, &reference_url, as_of, &window(as_of)).await?);
     }
     let worker_outcome = outcome(target.dialect, &worker_url, &args.as_of).await?;
     let reference_outcome = outcome(target.dialect, &reference_url, &args.as_of).await?;
     if worker_outcome != reference_outcome {
-        return Err(format!(
-            "OUTCOMES DIFFER on {} at {cards} cards:\nworker    {:?} fee {} marked {}\nreference {:?} fee {} marked {}",
-            target.name(),
-            worker_outcome.counts,
-            worker_outcome.fee_total,
-            worker_outcome.marked.len(),
-            reference_outcome.counts,
-            reference_outcome.fee_total,
-            reference_outcome.marked.len()
-        )
-        .into());
+        return Err(differ(&format!("{name} at {cards} cards"), &worker_outcome, &reference_outcome));
     }
-    let candidates: i64 = worker_outcome.counts.values().map(|(n, _)| n).sum();
-    let (w, r) = (median(worker_s), median(reference_s));
-    Ok(Row_ {
-        database: target.name().to_owned(),
-        cards,
-        candidates,
-        worker_seconds: w,
-        reference_seconds: r,
-        ratio: r / w,
-        cards_per_second: candidates as f64 / w,
-        peak_rss_mib: median(rss),
-    })
+    let mut first = row(target, cards, &worker_outcome, &worker_s, &reference_s, &rss);
+    first.rerun_seconds = Some(median(rerun_s));
+    let mut rows = vec![first];
+    if target.dialect == Dialect::Postgres && args.replicas > 1 {
+        let (mut wall, mut peak) = (Vec::new(), Vec::new());
+        for i in 0..args.runs {
+            let url = copy(args, target.dialect, &tpl, "replicas").await?;
+            let started = Instant::now();
+            let processes = (0..args.replicas)
+                .map(|p| {
+                    let log = args.out.join("logs").join(format!("{name}_{cards}_replicas_run{i}_p{p}.log"));
+                    spawn_worker(&url, &run, &log, &[])
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut most = 0.0_f64;
+            for process in processes {
+                most = most.max(process.wait()?);
+            }
+            wall.push(started.elapsed().as_secs_f64());
+            peak.push(most);
+            let together = outcome(target.dialect, &url, &args.as_of).await?;
+            if together != reference_outcome {
+                return Err(differ(
+                    &format!("{} replicas on {name} at {cards} cards", args.replicas),
+                    &together,
+                    &reference_outcome,
+                ));
+            }
+            let idle = idle_runs(&url).await?;
+            if idle > 0 {
+                // A smoke-sized set fits one chunk; a measurement needs every process working.
+                println!(
+                    "  warning: {idle} of {} replica runs read no card: this cell measured fewer processes",
+                    args.replicas
+                );
+            }
+        }
+        let mut together = row(target, cards, &worker_outcome, &wall, &reference_s, &peak);
+        together.processes = args.replicas;
+        rows.push(together);
+    }
+    Ok(rows)
+}
+
+/// Worker runs on `url` (PostgreSQL) that read no card.
+async fn idle_runs(url: &str) -> Result<i64, Error> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    Ok(sqlx::query_scalar("SELECT count(*) FROM run WHERE read_count = 0").fetch_one(&mut conn).await?)
+}
+
+/// A card base of `--wide-cards` holding the candidates of `base` (`seed-demo --sparse`): one
+/// worker run, its empty rerun and one reference run, each on the data set itself, put back after.
+async fn wide_cell(args: &Args, target: &Target, base: &Row_) -> Result<Row_, Error> {
+    let as_of = NaiveDate::parse_from_str(&args.as_of, "%Y-%m-%d")?;
+    let sparse = args.wide_cards / base.cards;
+    let tpl = template(args, target.dialect, args.wide_cards, sparse).await?;
+    check_plan(args, target, &tpl)?;
+    // A bench stopped between a run and its reset left the run's writes behind.
+    reset(target.dialect, &tpl).await?;
+    let name = target.name();
+    let run = [RUN[0], RUN[1], &args.as_of];
+    let log = args.out.join("logs").join(format!("{name}_{}_wide.log", args.wide_cards));
+    let (seconds, rss) = worker(&tpl, &run, &log, &[])?;
+    let log = args.out.join("logs").join(format!("{name}_{}_wide_rerun.log", args.wide_cards));
+    let (rerun, _) = worker(&tpl, &run, &log, &[])?;
+    let worker_outcome = outcome(target.dialect, &tpl, &args.as_of).await?;
+    reset(target.dialect, &tpl).await?;
+    let reference_s = run_reference(target.dialect, &tpl, as_of, &window(as_of)).await?;
+    let reference_outcome = outcome(target.dialect, &tpl, &args.as_of).await?;
+    reset(target.dialect, &tpl).await?;
+    if worker_outcome != reference_outcome {
+        return Err(differ(&format!("{name} at {} cards", args.wide_cards), &worker_outcome, &reference_outcome));
+    }
+    let mut wide = row(target, args.wide_cards, &worker_outcome, &[seconds], &[reference_s], &[rss]);
+    wide.sparse = sparse;
+    wide.rerun_seconds = Some(rerun);
+    Ok(wide)
+}
+
+/// Puts a data set back as `seed-demo` made it: every run's writes undone (the generated data
+/// has no run, result or debit of its own).
+async fn reset(dialect: Dialect, url: &str) -> Result<(), Error> {
+    let statements = [
+        "UPDATE card SET replaced_by_application_id = NULL, reissued_at = NULL \
+         WHERE replaced_by_application_id IN (SELECT id FROM card_application WHERE run_id IS NOT NULL)",
+        "UPDATE wallet SET balance = wallet.balance + d.total \
+         FROM (SELECT wallet_id, sum(amount) AS total FROM wallet_debit GROUP BY wallet_id) AS d \
+         WHERE wallet.id = d.wallet_id",
+        "DELETE FROM wallet_debit",
+        "DELETE FROM result",
+        "DELETE FROM card_application WHERE run_id IS NOT NULL",
+        "DELETE FROM run",
+        "DELETE FROM schedule_slot",
+        "DELETE FROM as_of_budget",
+    ];
+    macro_rules! go {
+        ($conn:expr, $after:expr) => {{
+            let mut conn = $conn;
+            let mut tx = conn.begin().await?;
+            for sql in statements {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            for sql in $after {
+                sqlx::query(sql).execute(&mut conn).await?;
+            }
+        }};
+    }
+    match dialect {
+        Dialect::Sqlite => go!(sqlx::SqliteConnection::connect(url).await?, ["PRAGMA wal_checkpoint(TRUNCATE)"]),
+        Dialect::Postgres => go!(
+            sqlx::PgConnection::connect(url).await?,
+            ["VACUUM (ANALYZE) card, card_application, wallet, wallet_debit, result, run"]
+        ),
+    }
+    Ok(())
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -372,10 +571,13 @@ struct HttpRow {
     /// `charges_per_second / ideal_per_second`.
     ratio_to_ideal: f64,
     max_in_flight_seen: usize,
+    /// `run.concurrency` of the run: `--http-concurrency`, or what the configuration gives.
+    concurrency: String,
+    peak_rss_mib: f64,
 }
 
 async fn http_cell(args: &Args) -> Result<HttpRow, Error> {
-    let tpl = template(args, Dialect::Sqlite, args.http_cards).await?;
+    let tpl = template(args, Dialect::Sqlite, args.http_cards, 1).await?;
     let url = copy(args, Dialect::Sqlite, &tpl, "http").await?;
     let balances: HashMap<i64, i64> = {
         let mut conn = sqlx::SqliteConnection::connect(&url).await?;
@@ -388,17 +590,15 @@ async fn http_cell(args: &Args) -> Result<HttpRow, Error> {
     };
     let server = fee_server::FeeServer::start(balances, Duration::from_millis(args.http_latency_ms));
     let log = args.out.join("logs").join("http.log");
-    worker(
-        &url,
-        &["run", "--as-of", &args.as_of],
-        &log,
-        &[
-            ("RENEWAL__FEES__MODE", "http".to_owned()),
-            ("RENEWAL__FEES__HTTP__URL", server.url()),
-            ("RENEWAL__FEES__HTTP__MAX_IN_FLIGHT", args.http_max_in_flight.to_string()),
-            ("RENEWAL__RUN__CONCURRENCY", args.http_concurrency.to_string()),
-        ],
-    )?;
+    let mut envs = vec![
+        ("RENEWAL__FEES__MODE", "http".to_owned()),
+        ("RENEWAL__FEES__HTTP__URL", server.url()),
+        ("RENEWAL__FEES__HTTP__MAX_IN_FLIGHT", args.http_max_in_flight.to_string()),
+    ];
+    if let Some(n) = args.http_concurrency {
+        envs.push(("RENEWAL__RUN__CONCURRENCY", n.to_string()));
+    }
+    let (_, peak_rss_mib) = worker(&url, &["run", "--as-of", &args.as_of], &log, &envs)?;
     server.assert_no_card_charged_twice();
     let ledger = server.ledger();
     let seconds = match (ledger.first_request, ledger.last_response) {
@@ -424,6 +624,8 @@ async fn http_cell(args: &Args) -> Result<HttpRow, Error> {
         ideal_per_second: ideal,
         ratio_to_ideal: charges_per_second / ideal,
         max_in_flight_seen: server.max_in_flight(),
+        concurrency: args.http_concurrency.map_or_else(|| "default".to_owned(), |n| n.to_string()),
+        peak_rss_mib,
     })
 }
 
@@ -436,38 +638,80 @@ async fn main() -> Result<(), Error> {
     let mut targets = Vec::new();
     for db in &args.db {
         targets.push(match db.as_str() {
-            "sqlite" => Target { dialect: Dialect::Sqlite, url: String::new() },
-            "postgres" => Target { dialect: Dialect::Postgres, url: args.pg.clone() },
+            "sqlite" => Target { dialect: Dialect::Sqlite },
+            "postgres" => Target { dialect: Dialect::Postgres },
             other => return Err(format!("unknown --db {other}").into()),
         });
     }
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row_> = Vec::new();
     for &cards in &args.cards {
         for target in &targets {
-            let _ = &target.url;
-            let row = cell(&args, target, cards).await?;
+            for row in cell(&args, target, cards).await? {
+                print_progress(&row);
+                rows.push(row);
+            }
+        }
+    }
+    if args.wide_cards > 0 {
+        for target in &targets {
+            let base = rows
+                .iter()
+                .filter(|r| r.database == target.name() && r.processes == 1)
+                .max_by_key(|r| r.cards)
+                .cloned()
+                .ok_or("--wide-cards needs a --cards size to compare with")?;
+            if args.wide_cards < 2 * base.cards {
+                return Err(
+                    format!("--wide-cards {} must be at least twice --cards {}", args.wide_cards, base.cards).into()
+                );
+            }
+            let row = wide_cell(&args, target, &base).await?;
+            print_progress(&row);
             println!(
-                "  {:<9} {:>9} cards: worker {:.2} s, reference {:.2} s, ratio {:.2}, rss {:.1} MiB",
-                row.database, row.cards, row.worker_seconds, row.reference_seconds, row.ratio, row.peak_rss_mib
+                "    against {} cards: time x{:.2}, per candidate x{:.2}",
+                base.cards,
+                row.worker_seconds / base.worker_seconds,
+                row.us_per_candidate / base.us_per_candidate
             );
             rows.push(row);
         }
     }
     println!();
     println!(
-        "{:<9} {:>9} {:>10} {:>9} {:>9} {:>6} {:>10} {:>9}",
-        "database", "cards", "candidates", "worker s", "ref s", "ratio", "cards/s", "rss MiB"
+        "{:<9} {:>9} {:>6} {:>3} {:>10} {:>9} {:>9} {:>6} {:>10} {:>8} {:>8} {:>7} {:>8}",
+        "database",
+        "cards",
+        "sparse",
+        "ps",
+        "candidates",
+        "worker s",
+        "ref s",
+        "ratio",
+        "cards/s",
+        "us/cand",
+        "rerun s",
+        "rerun%",
+        "rss MiB"
     );
     for r in &rows {
+        let (rerun, share) = match r.rerun_seconds {
+            Some(s) => (format!("{s:.2}"), format!("{:.1}", 100.0 * s / r.worker_seconds)),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
         println!(
-            "{:<9} {:>9} {:>10} {:>9.2} {:>9.2} {:>6.2} {:>10.0} {:>9.1}",
+            "{:<9} {:>9} {:>6} {:>3} {:>10} {:>9.2} {:>9.2} {:>6.2} {:>10.0} {:>8.1} {:>8} {:>7} {:>8.1}",
             r.database,
             r.cards,
+            r.sparse,
+            r.processes,
             r.candidates,
             r.worker_seconds,
             r.reference_seconds,
             r.ratio,
             r.cards_per_second,
+            r.us_per_candidate,
+            rerun,
+            share,
             r.peak_rss_mib
         );
     }
@@ -490,6 +734,7 @@ async fn main() -> Result<(), Error> {
             "  {} fee cards answered ({} declined), {} requests, {:.0} cards/s; max in flight seen {}",
             h.fee_cards, h.fee_declines, h.requests, h.cards_per_second, h.max_in_flight_seen
         );
+        println!("  run.concurrency {}; peak RSS {:.1} MiB", h.concurrency, h.peak_rss_mib);
         if h.fee_cards < HTTP_MIN_FEE_CARDS {
             println!(
                 "  (a smoke run: a throughput figure needs at least {HTTP_MIN_FEE_CARDS} fee-bearing candidates; \
@@ -540,6 +785,22 @@ async fn main() -> Result<(), Error> {
     std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     println!("\nwritten {}", path.display());
     Ok(())
+}
+
+fn print_progress(row: &Row_) {
+    println!(
+        "  {:<9} {:>9} cards{}{}: worker {:.2} s, reference {:.2} s, ratio {:.2}, {:.1} us/candidate, rss {:.1} MiB{}",
+        row.database,
+        row.cards,
+        if row.sparse > 1 { format!(" (sparse {})", row.sparse) } else { String::new() },
+        if row.processes > 1 { format!(", {} processes", row.processes) } else { String::new() },
+        row.worker_seconds,
+        row.reference_seconds,
+        row.ratio,
+        row.us_per_candidate,
+        row.peak_rss_mib,
+        row.rerun_seconds.map_or_else(String::new, |s| format!(", empty rerun {s:.2} s"))
+    );
 }
 
 fn machine() -> serde_json::Value {

@@ -49,6 +49,11 @@ pub enum Command {
         /// The business date the expiries are spread around (YYYY-MM-DD) [default: today in run.time_zone]
         #[arg(long, value_name = "YYYY-MM-DD")]
         as_of: Option<String>,
+        /// Keep one in N of the cards that would expire inside the window there and move the others
+        /// later: a larger card base with the same night's work (10M cards with --sparse 10 hold
+        /// about the candidates of 1M cards). 1 = the usual 10% of cards in the window.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        sparse: u32,
     },
 
     /// Run the renewal once now (the cron container's and the operator's command).

@@ -48,6 +48,8 @@ struct Gen {
     rng: fastrand::Rng,
     as_of: NaiveDate,
     window: Vec<ExpiryMonth>,
+    /// One in `sparse` of the cards drawn into the window stay there (see `generate`).
+    sparse: u32,
 }
 
 impl Gen {
@@ -103,13 +105,18 @@ impl Gen {
     fn expiry(&mut self) -> i64 {
         let here = ExpiryMonth::of_date(self.as_of);
         let roll = self.rng.u32(0..100);
-        let month = if roll < 10 && !self.window.is_empty() {
+        let last = self.window.last().copied().unwrap_or(here);
+        // A sparser set moves the others past the window: no extra draw at `sparse` 1, so the
+        // default data stays what it always was for a seed.
+        let thinned = roll < 10 && self.sparse > 1 && self.rng.u32(0..self.sparse) != 0;
+        let month = if thinned {
+            last.plus_months(self.rng.u32(1..60))
+        } else if roll < 10 && !self.window.is_empty() {
             self.window[self.rng.usize(..self.window.len())]
         } else if roll < 15 {
             // Already expired: 1 to 24 months ago.
             here.minus_months(self.rng.u32(1..25))
         } else {
-            let last = self.window.last().copied().unwrap_or(here);
             last.plus_months(self.rng.u32(1..60))
         };
         month.yyyymm()
@@ -158,9 +165,12 @@ fn malformed(valid: &str, kind: u32) -> String {
     }
 }
 
-pub fn generate(cards: u64, seed: u64, as_of: NaiveDate, window_days: u32) -> DemoData {
+/// `cards` cards around `as_of`: about 10% of them expire inside the window, or one in `sparse`
+/// of those 10% (a larger card base holding the same night's work: 10M cards at `sparse` 10 hold
+/// about the candidates of 1M at 1).
+pub fn generate(cards: u64, seed: u64, as_of: NaiveDate, window_days: u32, sparse: u32) -> DemoData {
     let window = window_months(as_of, window_days);
-    let mut g = Gen { rng: fastrand::Rng::with_seed(seed), as_of, window: window.clone() };
+    let mut g = Gen { rng: fastrand::Rng::with_seed(seed), as_of, window: window.clone(), sparse: sparse.max(1) };
     let cards = cards as i64;
     let showcase = showcase();
     let members = (cards * 6 / 10).max(1) + showcase.len() as i64;

@@ -19,7 +19,7 @@ use crate::schedule::admin;
 use crate::schedule::{self, DaemonOptions, Stopped, run_daemon};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::{Create, SqliteStore};
-use crate::store::{DemoLoad, PageQuery, RunStatus, Store, StoreError, Trigger};
+use crate::store::{Admin, DemoLoad, PageQuery, RunStatus, Store, StoreError, Trigger};
 use crate::worker::App;
 pub use crate::worker::Shutdown;
 use crate::{api, demo, metrics, ops};
@@ -93,8 +93,9 @@ pub async fn dispatch(command: Command, settings: &Settings, ui: Ui, shutdown: S
             remove_sqlite_files(&db)?;
             let as_of = resolve_as_of(None, &settings)?;
             let store = SqliteStore::connect(&settings.database, Create::IfMissing).await?;
-            seed_demo(&store, &settings, cards, seed, as_of).await?;
+            seed_demo(&store, &settings, cards, seed, as_of, 1).await?;
             let exit = run(&store, &settings, ui, RunRequest::full(as_of, Trigger::Manual), shutdown).await;
+            store.close().await;
             // Every other command defaults to database.url: this one line points them at the demo's file.
             if ui.format == crate::output::Format::Table && !ui.quiet {
                 println!(
@@ -111,7 +112,11 @@ pub async fn dispatch(command: Command, settings: &Settings, ui: Ui, shutdown: S
                 Command::Run { dry_run: true, .. } => Create::ReadOnly,
                 _ => Create::Never,
             };
-            with_store!(open(settings, create).await?, store => on_store(&store, command, settings, ui, shutdown).await)
+            with_store!(open(settings, create).await?, store => {
+                let exit = on_store(&store, command, settings, ui, shutdown).await;
+                store.close().await;
+                exit
+            })
         }
     }
 }
@@ -129,9 +134,9 @@ async fn on_store<S: Store + DemoLoad>(
             println!("migrated {}", redact_url(&settings.database.url));
             return Ok(Exit::Completed);
         }
-        Command::SeedDemo { cards, seed, as_of } => {
+        Command::SeedDemo { cards, seed, as_of, sparse } => {
             let as_of = resolve_as_of(as_of.as_deref(), settings)?;
-            seed_demo(store, settings, cards, seed, as_of).await?;
+            seed_demo(store, settings, cards, seed, as_of, sparse).await?;
             return Ok(Exit::Completed);
         }
         _ => store.check_schema().await?,
@@ -341,6 +346,7 @@ async fn seed_demo<S: Store + DemoLoad>(
     cards: u64,
     seed: u64,
     as_of: NaiveDate,
+    sparse: u32,
 ) -> Result<(), AppError> {
     store.migrate().await?;
     if store.holds_data().await? {
@@ -350,7 +356,7 @@ async fn seed_demo<S: Store + DemoLoad>(
             redact_url(&settings.database.url)
         )));
     }
-    let data = demo::generate(cards, seed, as_of, settings.run.window_days);
+    let data = demo::generate(cards, seed, as_of, settings.run.window_days, sparse);
     store.load_demo(&data).await?;
     println!(
         "seeded {} cards, {} members, {} products (seed {seed}, as-of {as_of})",

@@ -117,8 +117,9 @@ pub(super) async fn write<T: ChunkTx>(
                 None
             }
             Ok(eligible) => {
-                if let Some(m) = &facts.member {
-                    balances.entry(m.member_id).or_insert(candidate.balance);
+                // Only a fee-bearing card's balance is read (SQLite skips the wallet otherwise).
+                if eligible.fee > 0 {
+                    balances.entry(eligible.member_id).or_insert(candidate.balance);
                 }
                 let member = facts.member.as_ref();
                 // Eligible means the address passed the same check, so this is its parsed form.

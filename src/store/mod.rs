@@ -291,6 +291,11 @@ pub trait Admin {
 
     /// The query plan of the candidate page query, as the database prints it.
     fn explain_candidate_query(&self, page: &PageQuery) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Closes the connections at the end of a command. On SQLite the last connection to close
+    /// checkpoints the WAL into the database file and deletes it (it never waits for another
+    /// process: with one still open, the WAL stays for it).
+    fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// Bulk-loads generated demo data into an empty database (`seed-demo`, `demo`, the benchmark):

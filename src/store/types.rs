@@ -39,6 +39,7 @@ pub struct CandidatePage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub facts: CardFacts,
+    /// The member's wallet balance; 0 for a card whose product has no fee (not read).
     pub balance: i64,
     /// Expiry-reissue applications the card already had, cancelled ones included.
     pub prior_applications: i64,

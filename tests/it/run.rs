@@ -392,11 +392,15 @@ async fn blast_radius_limit_stops_the_run_before_the_chunk_that_would_exceed_it(
     .await;
     assert_eq!(marked, reissued);
     // The limit holds per as-of: a retry (or a second replica) adds to the same totals, so it
-    // stops before its first chunk instead of renewing another 50.
+    // stops before the chunk that would take the date past 50 instead of renewing another 50 (a
+    // page that meets the first run's last cards may hold only a few new ones, which fit).
     let retry = db.run_cmd(&["run", "--as-of", AS_OF]);
     assert_eq!(retry.status.code(), Some(5), "{}", tail(&String::from_utf8_lossy(&retry.stderr)));
     let total = scalar(&db, "SELECT count(*) FROM result WHERE code = '000_000'").await;
-    assert_eq!(total, reissued, "the retry renewed nothing more");
+    assert!(
+        total >= reissued && total <= 50,
+        "the date's total stays within the limit: {total} (first run {reissued})"
+    );
     // Another as-of has its own budget.
     let next_day = db.run_cmd(&["run", "--as-of", "2026-11-21"]);
     assert_eq!(next_day.status.code(), Some(5));
@@ -473,7 +477,13 @@ async fn the_candidate_scan_seeks_the_expiry_index(kind: Kind) {
             let table_scans: Vec<&str> = out
                 .lines()
                 .map(str::trim)
-                .filter(|l| l.starts_with("SCAN ") && !l.starts_with("SCAN (") && !l.starts_with("SCAN page"))
+                // The page's own ids (a materialized scan of at most a chunk) are not a table.
+                .filter(|l| {
+                    l.starts_with("SCAN ")
+                        && !l.starts_with("SCAN (")
+                        && !l.starts_with("SCAN page")
+                        && !l.starts_with("SCAN scan")
+                })
                 .collect();
             assert!(table_scans.is_empty(), "no table may be scanned:\n{out}");
         }

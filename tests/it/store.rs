@@ -84,7 +84,7 @@ async fn conformance<S: Store + DemoLoad>(store: &S, db: &TestDb) {
     store.migrate().await.expect("migrating twice is a no-op");
     store.check_schema().await.expect("the schema matches after migrate");
     // DemoLoad.
-    let data = demo::generate(400, 7, as_of(), 30);
+    let data = demo::generate(400, 7, as_of(), 30, 1);
     store.load_demo(&data).await.expect("load demo data");
     // Store reads.
     let first = &data.cards[0];

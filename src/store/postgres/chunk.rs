@@ -69,7 +69,8 @@ const CANDIDATE_COLUMNS: &str = "c.id, c.card_no, c.status, c.expiry_ym::bigint 
      m.name, m.mobile, \
      m.address, m.address_detail, m.zip_code, \
      c.product_id, coalesce(p.allows_expiry_reissue, false) AS allows, coalesce(p.reissue_fee, 0) AS fee, \
-     p.validity_months::bigint AS validity_months, coalesce(w.balance, 0) AS balance, \
+     p.validity_months::bigint AS validity_months, \
+     CASE WHEN p.reissue_fee > 0 THEN coalesce(w.balance, 0) ELSE 0 END AS balance, \
      (SELECT count(*) FROM card_application a WHERE a.old_card_id = c.id AND a.kind = 'EXPIRY_REISSUE') AS prior \
      FROM card c LEFT JOIN member m ON m.id = c.member_id LEFT JOIN card_product p ON p.id = c.product_id \
      LEFT JOIN wallet w ON w.member_id = c.member_id";
@@ -196,12 +197,11 @@ impl ChunkTx for PgChunk {
             "INSERT INTO card_application (card_apply_no, kind, old_card_id, member_id, product_id, \
                  delivery_address, delivery_address_detail, delivery_zip_code, fee, new_expiry_ym, \
                  payment_state, correlation_id, run_id, created_at, updated_at) \
-             SELECT u.no, 'EXPIRY_REISSUE', u.card_id, m.id, u.product_id, u.address, u.detail, u.zip, \
+             SELECT u.no, 'EXPIRY_REISSUE', u.card_id, u.member_id, u.product_id, u.address, u.detail, u.zip, \
                     u.fee, u.new_expiry, u.state, u.corr, u.run_id, now(), now() \
              FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::int[], $7::text[], \
                          $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[]) \
                   AS u(no, card_id, member_id, product_id, fee, new_expiry, state, corr, run_id, address, detail, zip) \
-             JOIN member m ON m.id = u.member_id \
              ON CONFLICT DO NOTHING RETURNING old_card_id, id",
         )
         .bind(apps.iter().map(|a| a.card_apply_no.as_str()).collect::<Vec<_>>())

@@ -222,6 +222,10 @@ impl Admin for PgStore {
     async fn explain_candidate_query(&self, page: &PageQuery) -> Result<String, StoreError> {
         chunk::explain(&self.pool, page).await
     }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 impl DemoLoad for PgStore {

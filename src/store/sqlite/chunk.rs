@@ -28,19 +28,18 @@ impl SqliteChunk {
 const LIVE_APPLICATION: &str = "SELECT 1 FROM card_application a \
      WHERE a.old_card_id = card.id AND a.kind = 'EXPIRY_REISSUE' AND a.payment_state <> 'CANCELLED'";
 
-/// The page of candidate ids. Parameters: ?1 after card id, ?2 as-of, ?3 limit, ?4.. months.
+/// The page's scan. Parameters: ?1 after card id, ?2 as-of, ?3 limit, ?4.. months.
 ///
-/// Each window month is its own index seek on `card_expiry_unreissued (expiry_ym, id)`, which
-/// delivers ids in order, and the union keeps the first `limit`: no sort of the whole window per
-/// page (DESIGN §8's keyset trap). The top `limit` of each month's top `limit` is the page.
-fn page_ids_sql(months: usize) -> String {
+/// Each window month is its own walk of `card_expiry_unreissued (expiry_ym, id)`, which
+/// delivers ids in order, and the merge keeps the first `limit`: no sort of the whole window per
+/// page (DESIGN §8's keyset trap). The walks read the index alone; the anti-joins run on the
+/// merged page only, so a month's ids past the page's end are never checked twice.
+fn scan_sql(months: usize) -> String {
     let per_month: Vec<String> = (0..months)
         .map(|i| {
             format!(
                 "SELECT id FROM (SELECT id FROM card INDEXED BY card_expiry_unreissued \
-                 WHERE expiry_ym = ?{} AND replaced_by_application_id IS NULL AND id > ?1 \
-                 AND NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = card.id AND r.as_of = ?2 AND r.trigger = 'run') \
-                 AND NOT EXISTS ({LIVE_APPLICATION}) ORDER BY id LIMIT ?3)",
+                 WHERE expiry_ym = ?{} AND replaced_by_application_id IS NULL AND id > ?1 ORDER BY id LIMIT ?3)",
                 i + 4
             )
         })
@@ -48,14 +47,22 @@ fn page_ids_sql(months: usize) -> String {
     format!("{} ORDER BY id LIMIT ?3", per_month.join(" UNION ALL "))
 }
 
-/// The whole page as one row holding a JSON array of candidates: sqlx hands every result row
-/// across threads, so one row per page instead of one per card is a third off the read
-/// (DESIGN §8). Fields are positional, in `CandidateJson`'s order; the aggregate does not
-/// promise an order, so the page is sorted after decoding.
-fn candidates_sql(page_ids: &str) -> String {
+/// The scanned cards that are still candidates: no result for this as-of, no live application.
+const CANDIDATES_OF_SCAN: &str = "SELECT scan.id FROM scan \
+     WHERE NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = scan.id AND r.as_of = ?2 AND r.trigger = 'run') \
+     AND NOT EXISTS (SELECT 1 FROM card_application a \
+         WHERE a.old_card_id = scan.id AND a.kind = 'EXPIRY_REISSUE' AND a.payment_state <> 'CANCELLED')";
+
+/// The whole page as one row: how many cards the scan looked at, the last of them, and a JSON
+/// array of the candidates. A card without a fee needs no balance: its wallet is not looked up
+/// (two index descents, mostly page misses at 1M cards). sqlx hands every result row across threads, so one row per page
+/// instead of one per card is a third off the read (DESIGN §8). Fields are positional, in
+/// `CandidateJson`'s order; the aggregate does not promise an order, so the page is sorted after
+/// decoding.
+fn candidates_sql(scan: &str, candidates: &str) -> String {
     format!(
-        "WITH page(id) AS ({page_ids}) \
-         SELECT json_group_array(json_array( \
+        "WITH scan(id) AS MATERIALIZED ({scan}), page(id) AS ({candidates}) \
+         SELECT (SELECT count(*) FROM scan), (SELECT max(id) FROM scan), json_group_array(json_array( \
                 c.id, c.card_no, c.status, c.expiry_ym, \
                 c.par, \
                 c.replaced_by_application_id IS NOT NULL OR EXISTS ({live}), \
@@ -63,12 +70,13 @@ fn candidates_sql(page_ids: &str) -> String {
                 m.name, m.mobile, \
                 m.address, m.address_detail, m.zip_code, \
                 c.product_id, coalesce(p.allows_expiry_reissue, 0), coalesce(p.reissue_fee, 0), \
-                p.validity_months, coalesce(w.balance, 0), \
+                p.validity_months, \
+                CASE WHEN p.reissue_fee > 0 THEN \
+                    coalesce((SELECT w.balance FROM wallet w WHERE w.member_id = c.member_id), 0) ELSE 0 END, \
                 (SELECT count(*) FROM card_application a WHERE a.old_card_id = c.id AND a.kind = 'EXPIRY_REISSUE'))) \
          FROM page JOIN card c ON c.id = page.id \
          LEFT JOIN member m ON m.id = c.member_id \
-         LEFT JOIN card_product p ON p.id = c.product_id \
-         LEFT JOIN wallet w ON w.member_id = c.member_id",
+         LEFT JOIN card_product p ON p.id = c.product_id",
         live = LIVE_APPLICATION.replace("card.id", "c.id"),
     )
 }
@@ -134,8 +142,9 @@ fn decode_page(json: &str) -> Result<Vec<Candidate>, StoreError> {
 
 fn page_sql(page: &PageQuery) -> String {
     match page.only_card {
-        Some(_) => candidates_sql("SELECT ?1"),
-        None => candidates_sql(&page_ids_sql(page.window_months.len())),
+        // The single-card path evaluates its card whatever it holds.
+        Some(_) => candidates_sql("SELECT ?1", "SELECT id FROM scan"),
+        None => candidates_sql(&scan_sql(page.window_months.len()), CANDIDATES_OF_SCAN),
     }
 }
 
@@ -160,6 +169,14 @@ pub(super) async fn explain(pool: &SqlitePool, page: &PageQuery) -> Result<Strin
     Ok(lines.context("reading a query plan")?.join("\n"))
 }
 
+/// One JSON array of `rows` (tuples serialize as arrays): the single parameter of a bulk write,
+/// written straight from the rows without building a `serde_json::Value` per field.
+fn to_json<T: serde::Serialize>(rows: impl Iterator<Item = T>) -> Result<String, StoreError> {
+    let rows: Vec<T> = rows.collect();
+    serde_json::to_string(&rows)
+        .map_err(|e| StoreError::Invariant { context: "encoding a bulk write", detail: e.to_string() })
+}
+
 impl ChunkTx for SqliteChunk {
     async fn read_candidates(&mut self, page: &PageQuery) -> Result<CandidatePage, StoreError> {
         if page.only_card.is_none() && page.window_months.is_empty() {
@@ -167,53 +184,53 @@ impl ChunkTx for SqliteChunk {
         }
         let sql = page_sql(page);
         let row = bind_page(&sql, page).fetch_one(&mut *self.tx).await.context("reading candidates")?;
-        let json: String = row.try_get(0).context("reading candidates")?;
+        let scanned: i64 = row.try_get(0).context("reading candidates")?;
+        let last: Option<i64> = row.try_get(1).context("reading candidates")?;
+        let json: String = row.try_get(2).context("reading candidates")?;
         let candidates = decode_page(&json)?;
+        let scanned = match page.only_card {
+            Some(_) => candidates.len(),
+            None => usize::try_from(scanned).unwrap_or(0),
+        };
         // The write lock taken by BEGIN IMMEDIATE makes every scanned card this chunk's.
-        Ok(CandidatePage {
-            scanned: candidates.len(),
-            next_after: candidates.last().map_or(page.after, |c| c.facts.card_id),
-            skipped_locked: false,
-            candidates,
-        })
+        Ok(CandidatePage { scanned, next_after: last.unwrap_or(page.after), skipped_locked: false, candidates })
     }
 
     async fn claim(&mut self, apps: &[NewApplication]) -> Result<Vec<Claimed>, StoreError> {
         if apps.is_empty() {
             return Ok(Vec::new());
         }
-        let payload: Vec<_> = apps
-            .iter()
-            .map(|a| {
-                json!([
-                    a.card_apply_no,
-                    a.card_id,
-                    a.member_id,
-                    a.product_id,
-                    a.fee,
-                    a.new_expiry_yyyymm,
-                    a.payment_state.as_str(),
-                    a.correlation_id,
-                    a.run_id,
-                    a.delivery.address,
-                    a.delivery.address_detail,
-                    a.delivery.zip_code
-                ])
-            })
-            .collect();
+        let payload = to_json(apps.iter().map(|a| {
+            (
+                a.card_apply_no.as_str(),
+                a.card_id,
+                a.member_id,
+                a.product_id,
+                a.fee,
+                a.new_expiry_yyyymm,
+                a.payment_state.as_str(),
+                &a.correlation_id,
+                a.run_id,
+                &a.delivery.address,
+                &a.delivery.address_detail,
+                &a.delivery.zip_code,
+            )
+        }))?;
         // No conflict target: a taken card application number loses the claim like a live
-        // application does, and `chunk::claim` tells the two apart. `WHERE true` resolves SQLite's parsing ambiguity between a join's ON and the upsert's ON CONFLICT.
+        // application does, and `chunk::claim` tells the two apart. `WHERE true` resolves
+        // SQLite's parsing ambiguity between a SELECT's clauses and the upsert's ON CONFLICT. The
+        // member's foreign key checks the member.
         let rows = sqlx::query(
             "INSERT INTO card_application (card_apply_no, kind, old_card_id, member_id, product_id, \
                  delivery_address, delivery_address_detail, delivery_zip_code, fee, new_expiry_ym, \
                  payment_state, correlation_id, run_id, created_at, updated_at) \
-             SELECT j.value ->> '$[0]', 'EXPIRY_REISSUE', j.value ->> '$[1]', m.id, j.value ->> '$[3]', \
+             SELECT j.value ->> '$[0]', 'EXPIRY_REISSUE', j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
                  j.value ->> '$[9]', j.value ->> '$[10]', j.value ->> '$[11]', j.value ->> '$[4]', j.value ->> '$[5]', \
                  j.value ->> '$[6]', j.value ->> '$[7]', j.value ->> '$[8]', ?2, ?2 \
-             FROM jsonb_each(?1) j JOIN member m ON m.id = j.value ->> '$[2]' WHERE true \
+             FROM jsonb_each(?1) j WHERE true \
              ON CONFLICT DO NOTHING RETURNING old_card_id, id",
         )
-        .bind(serde_json::Value::Array(payload).to_string())
+        .bind(payload)
         .bind(ts(Utc::now()))
         .fetch_all(&mut *self.tx)
         .await
@@ -253,10 +270,7 @@ impl ChunkTx for SqliteChunk {
         if debits.is_empty() {
             return Ok(());
         }
-        let payload = serde_json::Value::Array(
-            debits.iter().map(|d| json!([d.member_id, d.application_id, d.reference, d.amount])).collect(),
-        )
-        .to_string();
+        let payload = to_json(debits.iter().map(|d| (d.member_id, d.application_id, &d.reference, d.amount)))?;
         let inserted = sqlx::query(
             "INSERT INTO wallet_debit (wallet_id, application_id, reference, amount, created_at) \
              SELECT w.id, j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', ?2 \
@@ -326,7 +340,7 @@ impl ChunkTx for SqliteChunk {
         if marks.is_empty() {
             return Ok(());
         }
-        let payload: Vec<_> = marks.iter().map(|m| json!([m.card_id, m.application_id])).collect();
+        let payload = to_json(marks.iter().map(|m| (m.card_id, m.application_id)))?;
         // The unary `+` keeps the planner from driving this update through the index of
         // unmarked cards (a scan of every one of them per chunk): it must walk the JSON array
         // and seek each card by its primary key.
@@ -335,7 +349,7 @@ impl ChunkTx for SqliteChunk {
              FROM (SELECT value ->> '$[0]' AS card_id, value ->> '$[1]' AS app FROM jsonb_each(?1)) AS j \
              WHERE card.id = j.card_id AND +card.replaced_by_application_id IS NULL",
         )
-        .bind(serde_json::Value::Array(payload).to_string())
+        .bind(payload)
         .bind(ts(Utc::now()))
         .execute(&mut *self.tx)
         .await
@@ -352,17 +366,16 @@ impl ChunkTx for SqliteChunk {
         if results.is_empty() {
             return Ok(());
         }
-        let payload: Vec<_> = results
-            .iter()
-            .map(|r| json!([r.card_id, r.code, r.message, r.fee, r.card_apply_no, r.correlation_id]))
-            .collect();
+        let payload = to_json(
+            results.iter().map(|r| (r.card_id, r.code, &r.message, r.fee, r.card_apply_no.as_ref(), &r.correlation_id)),
+        )?;
         let done = sqlx::query(
             "INSERT INTO result (run_id, card_id, as_of, code, message, fee, card_apply_no, correlation_id, created_at, \
              trigger) SELECT ?2, j.value ->> '$[0]', ?3, j.value ->> '$[1]', j.value ->> '$[2]', j.value ->> '$[3]', \
                     j.value ->> '$[4]', j.value ->> '$[5]', ?4, ?5 \
              FROM jsonb_each(?1) j",
         )
-        .bind(serde_json::Value::Array(payload).to_string())
+        .bind(payload)
         .bind(origin.run_id())
         .bind(as_of.to_string())
         .bind(ts(Utc::now()))
