@@ -319,7 +319,7 @@ pub fn refuse_far_as_of(as_of: NaiveDate, settings: &Settings) -> Result<(), App
 }
 
 fn pool_size(settings: &Settings) -> u32 {
-    settings.database.max_connections.max(settings.run.concurrency + 1)
+    settings.database.max_connections.max(settings.chunk_tasks() + 1)
 }
 
 /// Opens the store `database.url` names (`create`: whether a missing SQLite file may be created).

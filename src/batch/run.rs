@@ -269,7 +269,7 @@ pub async fn execute<S: Store>(
             shared.tally.progress(estimate, started.elapsed())
         }))
     });
-    let tasks = if request.dry_run { 1 } else { settings.run.concurrency };
+    let tasks = if request.dry_run { 1 } else { settings.chunk_tasks() };
     // Tests hold replicas here, started and connected, to release them together.
     hooks::wait_at_start_gate().await;
     let mut card_outcome = None;
@@ -369,7 +369,7 @@ fn new_run(settings: &Settings, request: &RunRequest, scope: Scope) -> NewRun {
             "limit": request.limit,
             "window_days": settings.run.window_days,
             "chunk_size": settings.run.chunk_size,
-            "concurrency": settings.run.concurrency,
+            "concurrency": settings.chunk_tasks(),
         }),
         version: crate::VERSION.to_owned(),
         fee_mode: settings.fees.mode.as_str().to_owned(),

@@ -154,8 +154,11 @@ async fn a_failing_service_stops_the_run_with_failed_dependency_and_a_rerun_fini
     seeded.seed(2000);
     let server = FeeServer::start(seeded_balances(&seeded).await, Duration::from_millis(1));
     server.fail_always(Some(Fault::Status(500)));
+    // Two chunks in flight (HTTP mode's default is 8, which on this small set would have every
+    // chunk reserved before the breaker opens): the test is about what stops, not how many.
     let db = http_mode(seeded, &server)
         .with_env("RENEWAL__RUN__CHUNK_SIZE", "30")
+        .with_env("RENEWAL__RUN__CONCURRENCY", "2")
         .with_env("RENEWAL__FEES__HTTP__MAX_RETRIES", "1")
         .with_env("RENEWAL__FEES__HTTP__MAX_CONSECUTIVE_FAILURES", "6");
     let expected = oracle(&db).await;

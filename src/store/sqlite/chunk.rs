@@ -54,11 +54,11 @@ const CANDIDATES_OF_SCAN: &str = "SELECT scan.id FROM scan \
          WHERE a.old_card_id = scan.id AND a.kind = 'EXPIRY_REISSUE' AND a.payment_state <> 'CANCELLED')";
 
 /// The whole page as one row: how many cards the scan looked at, the last of them, and a JSON
-/// array of the candidates. A card without a fee needs no balance: its wallet is not looked up
-/// (two index descents, mostly page misses at 1M cards). sqlx hands every result row across threads, so one row per page
+/// array of the candidates. sqlx hands every result row across threads, so one row per page
 /// instead of one per card is a third off the read (DESIGN §8). Fields are positional, in
 /// `CandidateJson`'s order; the aggregate does not promise an order, so the page is sorted after
-/// decoding.
+/// decoding. A card without a fee needs no balance: its wallet is not looked up (two index
+/// descents, mostly page misses at 1M cards).
 fn candidates_sql(scan: &str, candidates: &str) -> String {
     format!(
         "WITH scan(id) AS MATERIALIZED ({scan}), page(id) AS ({candidates}) \

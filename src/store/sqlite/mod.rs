@@ -69,10 +69,10 @@ impl SqliteStore {
         let options = base
             .busy_timeout(busy)
             .foreign_keys(true)
+            // Statement journals stay files (temp_store's default): in memory each multi-row write
+            // would hold the original of every page it changes, which grows with how scattered a
+            // chunk's cards are (39.6 MiB peak RSS on 10M cards against 28 MiB on 1M).
             .pragma("cache_size", format!("-{cache_kib}"))
-            // Statement journals in memory: a chunk's multi-row writes otherwise spill one to a
-            // temporary file each (10 MiB of writes per chunk at 1M cards).
-            .pragma("temp_store", "memory")
             .pragma("mmap_size", settings.sqlite_mmap_bytes.to_string())
             .pragma("wal_autocheckpoint", settings.sqlite_wal_autocheckpoint_pages.to_string());
         // One connection: SQLite has one writer, so a second connection adds no throughput, and
