@@ -2,7 +2,6 @@
 //! parameter read through `jsonb_each`: SQLite's counterpart of PostgreSQL's UNNEST.
 
 use chrono::{NaiveDate, Utc};
-use serde_json::json;
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
 use super::ts;
@@ -48,10 +47,14 @@ fn scan_sql(months: usize) -> String {
 }
 
 /// The scanned cards that are still candidates: no result for this as-of, no live application.
-const CANDIDATES_OF_SCAN: &str = "SELECT scan.id FROM scan \
-     WHERE NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = scan.id AND r.as_of = ?2 AND r.trigger = 'run') \
-     AND NOT EXISTS (SELECT 1 FROM card_application a \
-         WHERE a.old_card_id = scan.id AND a.kind = 'EXPIRY_REISSUE' AND a.payment_state <> 'CANCELLED')";
+fn candidates_of_scan() -> String {
+    format!(
+        "SELECT scan.id FROM scan \
+         WHERE NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = scan.id AND r.as_of = ?2 AND r.trigger = 'run') \
+         AND NOT EXISTS ({})",
+        LIVE_APPLICATION.replace("card.id", "scan.id")
+    )
+}
 
 /// The whole page as one row: how many cards the scan looked at, the last of them, and a JSON
 /// array of the candidates. sqlx hands every result row across threads, so one row per page
@@ -144,7 +147,7 @@ fn page_sql(page: &PageQuery) -> String {
     match page.only_card {
         // The single-card path evaluates its card whatever it holds.
         Some(_) => candidates_sql("SELECT ?1", "SELECT id FROM scan"),
-        None => candidates_sql(&scan_sql(page.window_months.len()), CANDIDATES_OF_SCAN),
+        None => candidates_sql(&scan_sql(page.window_months.len()), &candidates_of_scan()),
     }
 }
 
@@ -244,7 +247,7 @@ impl ChunkTx for SqliteChunk {
 
     async fn live_application_cards(&mut self, card_ids: &[i64]) -> Result<Vec<i64>, StoreError> {
         sqlx::query_scalar(LIVE_APPLICATION_CARDS_SQLITE)
-            .bind(json!(card_ids).to_string())
+            .bind(to_json(card_ids.iter())?)
             .fetch_all(&mut *self.tx)
             .await
             .context("reading which lost claims lost to a live application")
@@ -259,7 +262,7 @@ impl ChunkTx for SqliteChunk {
             return Ok(());
         }
         let done = sqlx::query("DELETE FROM card_application WHERE id IN (SELECT value FROM jsonb_each(?1))")
-            .bind(json!(application_ids).to_string())
+            .bind(to_json(application_ids.iter())?)
             .execute(&mut *self.tx)
             .await
             .context("withdrawing declined claims")?;
@@ -304,8 +307,8 @@ impl ChunkTx for SqliteChunk {
         if settlements.is_empty() {
             return Ok(Vec::new());
         }
-        let payload: Vec<_> =
-            settlements.iter().map(|s| json!([s.application_id, s.state.as_str(), s.payment_ref])).collect();
+        let payload =
+            to_json(settlements.iter().map(|s| (s.application_id, s.state.as_str(), s.payment_ref.as_deref())))?;
         let rows = sqlx::query(
             "UPDATE card_application SET payment_state = j.state, payment_ref = j.ref, updated_at = ?2 \
              FROM (SELECT value ->> '$[0]' AS id, value ->> '$[1]' AS state, value ->> '$[2]' AS ref \
@@ -313,7 +316,7 @@ impl ChunkTx for SqliteChunk {
              WHERE card_application.id = j.id AND +card_application.payment_state = 'PENDING_PAYMENT' \
              RETURNING card_application.id",
         )
-        .bind(serde_json::Value::Array(payload).to_string())
+        .bind(payload)
         .bind(ts(Utc::now()))
         .fetch_all(&mut *self.tx)
         .await
@@ -329,7 +332,7 @@ impl ChunkTx for SqliteChunk {
             "DELETE FROM card_application WHERE id IN (SELECT value FROM jsonb_each(?1)) \
              AND payment_state = 'PENDING_PAYMENT'",
         )
-        .bind(json!(application_ids).to_string())
+        .bind(to_json(application_ids.iter())?)
         .execute(&mut *self.tx)
         .await
         .context("releasing unsent reservations")?;
