@@ -571,6 +571,8 @@ struct HttpRow {
     /// `charges_per_second / ideal_per_second`.
     ratio_to_ideal: f64,
     max_in_flight_seen: usize,
+    /// Requests in flight at the service, sampled every 0.5 ms between its first and last answer.
+    mean_in_flight: f64,
     /// `run.concurrency` of the run: `--http-concurrency`, or what the configuration gives.
     concurrency: String,
     peak_rss_mib: f64,
@@ -598,13 +600,31 @@ async fn http_cell(args: &Args) -> Result<HttpRow, Error> {
     if let Some(n) = args.http_concurrency {
         envs.push(("RENEWAL__RUN__CONCURRENCY", n.to_string()));
     }
+    let server = std::sync::Arc::new(server);
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (server, sampling) = (std::sync::Arc::clone(&server), std::sync::Arc::clone(&sampling));
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                samples.push((Instant::now(), server.in_flight()));
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            samples
+        })
+    };
     let (_, peak_rss_mib) = worker(&url, &["run", "--as-of", &args.as_of], &log, &envs)?;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let samples = sampler.join().map_err(|_| "the in-flight sampler panicked")?;
     server.assert_no_card_charged_twice();
     let ledger = server.ledger();
-    let seconds = match (ledger.first_request, ledger.last_response) {
-        (Some(a), Some(b)) => (b - a).as_secs_f64(),
+    let (first, last) = match (ledger.first_request, ledger.last_response) {
+        (Some(a), Some(b)) => (a, b),
         _ => return Err("the fee service saw no request".into()),
     };
+    let seconds = (last - first).as_secs_f64();
+    let window: Vec<usize> = samples.iter().filter(|(at, _)| *at >= first && *at <= last).map(|(_, n)| *n).collect();
+    let mean_in_flight = window.iter().sum::<usize>() as f64 / window.len().max(1) as f64;
     let ideal = f64::from(args.http_max_in_flight) / (args.http_latency_ms as f64 / 1000.0);
     let fee_cards = ledger.requests.len() as u64;
     if args.http_balances == Balances::Funded && ledger.charges != fee_cards {
@@ -624,6 +644,7 @@ async fn http_cell(args: &Args) -> Result<HttpRow, Error> {
         ideal_per_second: ideal,
         ratio_to_ideal: charges_per_second / ideal,
         max_in_flight_seen: server.max_in_flight(),
+        mean_in_flight,
         concurrency: args.http_concurrency.map_or_else(|| "default".to_owned(), |n| n.to_string()),
         peak_rss_mib,
     })
@@ -731,8 +752,8 @@ async fn main() -> Result<(), Error> {
             h.ratio_to_ideal,
         );
         println!(
-            "  {} fee cards answered ({} declined), {} requests, {:.0} cards/s; max in flight seen {}",
-            h.fee_cards, h.fee_declines, h.requests, h.cards_per_second, h.max_in_flight_seen
+            "  {} fee cards answered ({} declined), {} requests, {:.0} cards/s; in flight: max {}, mean {:.1}",
+            h.fee_cards, h.fee_declines, h.requests, h.cards_per_second, h.max_in_flight_seen, h.mean_in_flight
         );
         println!("  run.concurrency {}; peak RSS {:.1} MiB", h.concurrency, h.peak_rss_mib);
         if h.fee_cards < HTTP_MIN_FEE_CARDS {

@@ -116,6 +116,12 @@ impl FeeServer {
         self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Requests being answered right now (the bench samples it).
+    #[allow(dead_code)]
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
     /// The server's own invariant: no card charged twice, whatever the keys.
     pub fn assert_no_card_charged_twice(&self) {
         let ledger = self.ledger();
