@@ -137,7 +137,8 @@ pub(super) async fn finish(
         // Closing the session releases the advisory lock.
         let _ = conn.close().await;
     }
-    summary(pool, Some(id))
+    // The counts were read in the closing transaction, after the last chunk: not read twice.
+    summary_with(pool, Some(id), Some(counts))
         .await?
         .ok_or(StoreError::Invariant { context: "finishing a run", detail: format!("run {id} vanished") })
 }
@@ -185,12 +186,23 @@ async fn write_end(
 }
 
 pub(super) async fn summary(pool: &PgPool, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
+    summary_with(pool, run_id, None).await
+}
+
+/// The run row with `counts`, or with its results counted now when they are not known.
+async fn summary_with(
+    pool: &PgPool,
+    run_id: Option<i64>,
+    counts: Option<Counts>,
+) -> Result<Option<RunSummary>, StoreError> {
     let Some(row) = sqlx::query(RUN_ROW_SQL).bind(run_id).fetch_optional(pool).await.context("reading a run")? else {
         return Ok(None);
     };
     let id: i64 = row.try_get("id").context("reading a run")?;
-    let mut conn = pool.acquire().await.context("reading a run")?;
-    let counts = aggregate(&mut conn, id).await?;
+    let counts = match counts {
+        Some(counts) => counts,
+        None => aggregate(&mut *pool.acquire().await.context("reading a run")?, id).await?,
+    };
     let pending: i64 = row.try_get("pending_count").context("reading a run")?;
     let (read, reissued, ineligible, failed, fee_total) = totals(&counts, pending);
     let text = |column: &'static str| row.try_get::<String, _>(column).context("reading a run");

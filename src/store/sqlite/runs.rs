@@ -124,7 +124,8 @@ pub(super) async fn finish(
         let _ = std::fs::remove_file(path);
     }
     drop(run);
-    summary(store, Some(id))
+    // The counts were read in the closing transaction, after the last chunk: not read twice.
+    summary_with(store, Some(id), Some(counts))
         .await?
         .ok_or(StoreError::Invariant { context: "finishing a run", detail: format!("run {id} vanished") })
 }
@@ -186,13 +187,24 @@ fn lock_is_free(store: &SqliteStore, id: i64) -> Result<bool, StoreError> {
 }
 
 pub(super) async fn summary(store: &SqliteStore, run_id: Option<i64>) -> Result<Option<RunSummary>, StoreError> {
+    summary_with(store, run_id, None).await
+}
+
+/// The run row with `counts`, or with its results counted now when they are not known.
+async fn summary_with(
+    store: &SqliteStore,
+    run_id: Option<i64>,
+    counts: Option<Counts>,
+) -> Result<Option<RunSummary>, StoreError> {
     let pool = &store.pool;
     let Some(row) = sqlx::query(RUN_ROW_SQL).bind(run_id).fetch_optional(pool).await.context("reading a run")? else {
         return Ok(None);
     };
     let id: i64 = row.try_get("id").context("reading a run")?;
-    let mut conn = pool.acquire().await.context("reading a run")?;
-    let counts = aggregate(&mut conn, id).await?;
+    let counts = match counts {
+        Some(counts) => counts,
+        None => aggregate(&mut *pool.acquire().await.context("reading a run")?, id).await?,
+    };
     let pending: i64 = row.try_get("pending_count").context("reading a run")?;
     let (read, reissued, ineligible, failed, fee_total) = totals(&counts, pending);
     let as_of: String = row.try_get("as_of").context("reading a run")?;
