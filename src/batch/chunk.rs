@@ -16,7 +16,7 @@ use crate::domain::Outcome;
 use crate::domain::address::{AddressInput, DeliveryAddress};
 use crate::domain::eligibility::{Eligible, ProductFacts, Rules, evaluate};
 use crate::domain::expiry::ExpiryMonth;
-use crate::domain::fee_plan::FeeDecision;
+use crate::domain::fee_plan::{FeeDecision, plan_fees};
 use crate::domain::ids::{CardApplyNo, CardApplyNoError, correlation_id};
 use crate::fees::ledger::{self, Reserved};
 use crate::store::{
@@ -154,7 +154,13 @@ pub(super) async fn write<T: ChunkTx>(
     }
 
     hooks::maybe_pause(Point::BeforeClaim, chunk_no, 0, shutdown).await;
-    let claims = claim(tx, ctx, applications).await?;
+    let claims = match (ctx.fee_mode, ctx.dry_run) {
+        (FeeMode::Ledger, false) => {
+            let eligibles: Vec<Eligible> = evaluated.iter().filter_map(|card| card.eligible).collect();
+            claim_payable(tx, ctx, applications, &eligibles, balances).await?
+        }
+        _ => claim(tx, ctx, applications).await?,
+    };
     let mut reserved = Vec::with_capacity(claims.won.len());
     for card in &mut evaluated {
         if let Some(eligible) = &card.eligible {
@@ -167,6 +173,8 @@ pub(super) async fn write<T: ChunkTx>(
                 None => {
                     let lost = if claims.unavailable.contains(&card.card_id) {
                         Outcome::ApplyNoUnavailable
+                    } else if claims.unpaid.contains(&card.card_id) {
+                        Outcome::FeePayFail
                     } else {
                         Outcome::AlreadyReissued
                     };
@@ -260,18 +268,76 @@ pub(super) async fn write<T: ChunkTx>(
     Ok(written)
 }
 
-/// The claims of one chunk: which cards won an application (and under which number), and
-/// which could get no number at all.
+/// The claims of one chunk: which cards won an application (and under which number), which
+/// could get no number at all, and which were not claimed because their fee cannot be paid.
+#[derive(Default)]
 struct Claims {
     won: HashMap<i64, (i64, CardApplyNo)>,
     unavailable: HashSet<i64>,
+    unpaid: HashSet<i64>,
+}
+
+/// Ledger mode: claims only the cards their member's balance can pay for (and the free ones),
+/// so a card that is going to be declined never writes an application only to withdraw it (a
+/// seventh of a demo night's claims). `eligibles` are the applications' cards, in card order.
+///
+/// A claim lost to someone else frees its fee for the member's later cards, so the chunk's
+/// fees are planned again without the losers and the cards that became payable are claimed in
+/// turn: the winners are then the cards claiming everything would have charged. A planned
+/// decline that has a live application meanwhile is left out of `unpaid`: it gets 003_004, as
+/// a lost claim does.
+async fn claim_payable<T: ChunkTx>(
+    tx: &mut T,
+    ctx: &ChunkContext,
+    applications: Vec<NewApplication>,
+    eligibles: &[Eligible],
+    balances: &HashMap<i64, i64>,
+) -> Result<Claims, ChunkError> {
+    let start: HashMap<i64, i64> = eligibles
+        .iter()
+        .filter(|e| e.fee > 0)
+        .map(|e| (e.member_id, balances.get(&e.member_id).copied().unwrap_or(0)))
+        .collect();
+    let mut claims = Claims::default();
+    let mut lost: HashSet<i64> = HashSet::new();
+    let mut unclaimed = applications;
+    loop {
+        let in_play: Vec<Eligible> = eligibles.iter().filter(|e| !lost.contains(&e.card_id)).copied().collect();
+        let plan = plan_fees(&in_play, &mut start.clone());
+        let payable: HashSet<i64> = in_play
+            .iter()
+            .zip(&plan)
+            .filter(|(_, decision)| **decision != FeeDecision::Decline)
+            .map(|(e, _)| e.card_id)
+            .collect();
+        let (now, later): (Vec<_>, Vec<_>) = unclaimed.into_iter().partition(|a| payable.contains(&a.card_id));
+        unclaimed = later;
+        if now.is_empty() {
+            break;
+        }
+        let tried: Vec<i64> = now.iter().map(|a| a.card_id).collect();
+        let round = claim(tx, ctx, now).await?;
+        let losers: Vec<i64> = tried.into_iter().filter(|id| !round.won.contains_key(id)).collect();
+        claims.won.extend(round.won);
+        claims.unavailable.extend(round.unavailable);
+        if losers.is_empty() {
+            break;
+        }
+        lost.extend(losers);
+    }
+    let declined: Vec<i64> = unclaimed.iter().map(|a| a.card_id).collect();
+    if !declined.is_empty() {
+        let live: HashSet<i64> = tx.live_application_cards(&declined).await?.into_iter().collect();
+        claims.unpaid = declined.into_iter().filter(|id| !live.contains(id)).collect();
+    }
+    Ok(claims)
 }
 
 /// Claim first: a card renewed meanwhile (the API, another replica) loses here, alone. A claim
 /// that lost to a card application number written by someone else (not to a live application
 /// of the card) is retried under the card's first free number of the day.
 async fn claim<T: ChunkTx>(tx: &mut T, ctx: &ChunkContext, apps: Vec<NewApplication>) -> Result<Claims, ChunkError> {
-    let mut claims = Claims { won: HashMap::new(), unavailable: HashSet::new() };
+    let mut claims = Claims::default();
     if ctx.dry_run {
         claims.won = apps.into_iter().map(|a| (a.card_id, (0, a.card_apply_no))).collect();
         return Ok(claims);

@@ -168,3 +168,114 @@ async fn a_claim_lost_to_another_writer_costs_only_that_card() {
     assert_eq!(got, want);
     assert_eq!(applications_and_debits(&base, card_id).await, (1, 0));
 }
+
+/// A card number the batch accepts: `body` and its Luhn check digit.
+fn valid_card_no(body: u64) -> String {
+    let body = format!("{body:015}");
+    let check = renewal_worker::domain::card_number::luhn_check_digit(&body);
+    format!("{body}{check}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_lost_to_another_writer_frees_its_fee_for_the_members_later_cards() {
+    if !postgres_available() {
+        return;
+    }
+    let db = TestDb::of(Kind::Postgres);
+    db.seed(1500);
+    let mut want = oracle(&db).await;
+    let (source, _) = eligible_fee_card(&db, &want).await;
+    let fee = want[&source].1;
+    let pool = db.pool().await;
+    let top_card: i64 = sqlx::query_scalar("SELECT max(id) FROM card").fetch_one(&pool).await.unwrap();
+    let top_member: i64 = sqlx::query_scalar("SELECT max(id) FROM member").fetch_one(&pool).await.unwrap();
+
+    // Two new members like the source card's, and their cards like the source card, all in the
+    // run's one chunk: the first member's balance pays two of its three cards, the second's one
+    // of its two.
+    let members = [(top_member + 1, 2 * fee, 3), (top_member + 2, fee, 2)];
+    let mut cards = Vec::new();
+    for (member, balance, count) in members {
+        sqlx::query(
+            "INSERT INTO member (id, name, mobile, status, address, address_detail, zip_code) \
+             SELECT $1, m.name, m.mobile, m.status, m.address, m.address_detail, m.zip_code \
+             FROM member m JOIN card c ON c.member_id = m.id WHERE c.id = $2",
+        )
+        .bind(member)
+        .bind(source)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO wallet (member_id, balance) VALUES ($1, $2)")
+            .bind(member)
+            .bind(balance)
+            .execute(&pool)
+            .await
+            .unwrap();
+        for _ in 0..count {
+            let id = top_card + 1 + cards.len() as i64;
+            sqlx::query(
+                "INSERT INTO card (id, card_no, member_id, product_id, status, expiry_ym, par) \
+                 SELECT $1, $2, $3, product_id, status, expiry_ym, par FROM card WHERE id = $4",
+            )
+            .bind(id)
+            .bind(valid_card_no(900_000_000_000_000 + id as u64))
+            .bind(member)
+            .bind(source)
+            .execute(&pool)
+            .await
+            .unwrap();
+            cards.push((id, member));
+        }
+    }
+    let [a, b, c, d, e] = [0, 1, 2, 3, 4].map(|i| cards[i].0);
+
+    // Paused after reading and evaluating, before claiming: another writer creates a live
+    // application for the first member's first card (charged, had it been claimed) and for the
+    // second member's second card (declined: its member's balance goes to the first).
+    let release = db.dir.path().join("release");
+    let mut batch = Spawned::start(
+        db.command(&["run", "--as-of", AS_OF])
+            .env("RENEWAL__RUN__CONCURRENCY", "1")
+            .env(renewal_worker::PAUSE_ENV, "before_claim:1")
+            .env(renewal_worker::RELEASE_ENV, &release),
+    );
+    batch.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
+    for card in [a, e] {
+        sqlx::query(
+            "INSERT INTO card_application (card_apply_no, kind, old_card_id, member_id, product_id, delivery_address, \
+                 delivery_address_detail, delivery_zip_code, fee, new_expiry_ym, payment_state, correlation_id, \
+                 created_at, updated_at) \
+             SELECT '20261120990000' || lpad(c.id::text, 8, '0'), 'EXPIRY_REISSUE', c.id, c.member_id, c.product_id, \
+                    'x', 'x', '00000', 0, 203111, 'APPLIED', '261120020000-0000000', now(), now() \
+             FROM card c WHERE c.id = $1",
+        )
+        .bind(card)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    std::fs::write(&release, b"go").unwrap();
+    assert_eq!(batch.wait(Duration::from_secs(60)), Some(0));
+
+    // The first member's lost card frees its fee: the other two are both charged. The second
+    // member's declined card is reported as renewed by someone else, not as declined.
+    for (card, code, charged) in [(a, "003_004", 0), (b, "000_000", fee), (c, "000_000", fee), (d, "000_000", fee)] {
+        want.insert(card, (code.to_owned(), charged));
+    }
+    want.insert(e, ("003_004".to_owned(), 0));
+    let rows: Vec<(i64, String, i64)> =
+        sqlx::query_as("SELECT card_id, code, fee FROM result ORDER BY card_id").fetch_all(&pool).await.unwrap();
+    let got: std::collections::BTreeMap<i64, (String, i64)> =
+        rows.into_iter().map(|(card, code, fee)| (card, (code, fee))).collect();
+    assert_eq!(got, want);
+    for (card, debits) in [(a, 0), (b, 1), (c, 1), (d, 1), (e, 0)] {
+        assert_eq!(applications_and_debits(&db, card).await, (1, debits), "card {card}");
+    }
+    let balances: Vec<i64> = sqlx::query_scalar("SELECT balance FROM wallet WHERE member_id > $1 ORDER BY member_id")
+        .bind(top_member)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(balances, [0, 0]);
+}
