@@ -1,8 +1,9 @@
 //! How far a run is. After every committed chunk a snapshot goes out on a watch channel (a
 //! terminal's progress bar reads it); where no bar shows it, a `run_progress` event every
-//! `log.progress_seconds` carries the same numbers. The total is an estimate counted once at
-//! start from the expiry index (cards of the window not marked reissued): an upper bound, since
-//! it ignores cards with a result or a live application already.
+//! `log.progress_seconds` carries the same numbers, from the moment the total is known. The
+//! total is an estimate counted once, beside the run's first chunks: the window's cards not marked
+//! reissued (from the expiry index) plus the cards the run has already recorded. An upper bound,
+//! since it ignores cards with a result or a live application already.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,20 +74,22 @@ pub fn event(run: &RunFields, p: &Progress) {
     );
 }
 
-/// Logs `run_progress` every `every` from `current()` until dropped.
+/// Logs `run_progress` every `every` from `current()` (`None` while the total is not counted
+/// yet: that tick is skipped) until dropped.
 pub fn spawn_events(
     run: RunFields,
     every: Duration,
-    current: impl Fn() -> Progress + Send + 'static,
+    current: impl Fn() -> Option<Progress> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let started = Instant::now();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tick.tick().await;
-            let mut p = current();
-            p.elapsed = started.elapsed().max(p.elapsed);
-            event(&run, &p);
+            if let Some(mut p) = current() {
+                p.elapsed = started.elapsed().max(p.elapsed);
+                event(&run, &p);
+            }
         }
     })
 }

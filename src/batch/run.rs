@@ -2,8 +2,8 @@
 //! limit, an error or a shutdown stops it), close its row, log its summary.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use chrono::NaiveDate;
@@ -142,20 +142,27 @@ struct Shared {
     stop: AtomicBool,
     /// Counts, pending fees and a dry run's balances.
     tally: Tally,
-    /// The progress watch (a terminal's bar), with the start's estimate and the run's start.
-    progress: Option<(Arc<tokio::sync::watch::Sender<progress::Progress>>, u64, Instant)>,
+    /// The progress watch (a terminal's bar) and the run's start.
+    progress: Option<(Arc<tokio::sync::watch::Sender<progress::Progress>>, Instant)>,
+    /// The progress total, once counted: progress is shown from then on.
+    estimate: OnceLock<u64>,
     /// HTTP fee mode (real runs): the fee service client.
     charger: Option<Arc<HttpCharger>>,
 }
 
 impl Shared {
+    /// Sends the bar a snapshot, once the total is known.
+    fn show_progress(&self) {
+        if let (Some((watch, started)), Some(estimate)) = (&self.progress, self.estimate.get()) {
+            watch.send_replace(self.tally.progress(*estimate, started.elapsed()));
+        }
+    }
+
     /// Cards whose results committed: counted, logged (`duration_ms`: unless the reissue
     /// operation logged them itself) and, for real runs, added to the process's metrics.
     fn committed(&self, cards: &[CardEvent], duration_ms: Option<u64>) {
         self.tally.add(cards);
-        if let Some((watch, estimate, started)) = &self.progress {
-            watch.send_replace(self.tally.progress(*estimate, started.elapsed()));
-        }
+        self.show_progress();
         for card in cards {
             if let Some(duration_ms) = duration_ms {
                 events::card_result(&self.fields, card, duration_ms);
@@ -218,18 +225,6 @@ pub async fn execute<S: Store>(
     let run_id = handle.as_ref().map(|h| h.id);
     let charger = if run_id.is_some() { charger } else { None };
     let window: Vec<i64> = window_months(request.as_of, settings.run.window_days).iter().map(|m| m.yyyymm()).collect();
-    // One count over the expiry index, only when someone watches (DESIGN §10: at most 2% of a run).
-    let progress_estimate = match (request.progress.wanted(), only_card) {
-        (true, None) => Some(store.estimate_candidates(&window).await.unwrap_or_else(|e| {
-            tracing::warn!(event = "progress_estimate_failed", error = %e, "the progress total is unknown");
-            0
-        })),
-        (true, Some(_)) => Some(1),
-        (false, _) => None,
-    };
-    if let (Some(watch), Some(estimate)) = (&request.progress.watch, progress_estimate) {
-        watch.send_replace(progress::Progress { estimate, ..Default::default() });
-    }
     let fields = RunFields {
         run_id: run_id.unwrap_or(0),
         as_of: request.as_of.to_string(),
@@ -258,15 +253,14 @@ pub async fn execute<S: Store>(
         stop: AtomicBool::new(false),
         tally: Tally::default(),
         charger,
-        progress: match (&request.progress.watch, progress_estimate) {
-            (Some(watch), Some(estimate)) => Some((Arc::clone(watch), estimate, started)),
-            _ => None,
-        },
+        progress: request.progress.watch.as_ref().map(|watch| (Arc::clone(watch), started)),
+        estimate: OnceLock::new(),
     });
+    let estimate_count = count_estimate(store, &shared, request.progress.wanted(), only_card.is_some());
     let progress_events = request.progress.events_every.map(|every| {
-        let (shared, estimate) = (Arc::clone(&shared), progress_estimate.unwrap_or(0));
+        let shared = Arc::clone(&shared);
         AbortOnDrop(progress::spawn_events(fields.clone(), every, move || {
-            shared.tally.progress(estimate, started.elapsed())
+            shared.estimate.get().map(|estimate| shared.tally.progress(*estimate, started.elapsed()))
         }))
     });
     let tasks = if request.dry_run { 1 } else { settings.chunk_tasks() };
@@ -296,6 +290,7 @@ pub async fn execute<S: Store>(
         Err(e) => (RunStatus::Failed, Some(e.to_string())),
     };
     drop(progress_events);
+    drop(estimate_count);
     let pending = shared.tally.pending();
     let summary = match handle {
         Some(handle) => match store.finish_run(handle, status, reason.as_deref(), pending).await {
@@ -571,6 +566,30 @@ fn run_of<'a>(
         fee_mode: settings.fees.mode.as_str(),
         started,
     }
+}
+
+/// The progress total, only when someone watches (DESIGN §10: at most 2% of a run): one count
+/// over the expiry index, made beside the first chunks rather than before them. On PostgreSQL,
+/// right after a run, the count checks each index entry's row (the run left them unvacuumed) and
+/// took as long as the rest of an empty rerun (0.41 s of 0.77 s at 1M cards).
+fn count_estimate<S: Store>(store: &S, shared: &Arc<Shared>, wanted: bool, one_card: bool) -> Option<AbortOnDrop> {
+    if !wanted {
+        return None;
+    }
+    if one_card {
+        let _ = shared.estimate.set(1);
+        shared.show_progress();
+        return None;
+    }
+    let (store, shared) = (store.clone(), Arc::clone(shared));
+    Some(AbortOnDrop(tokio::spawn(async move {
+        let estimate = store.estimate_candidates(&shared.window_months, shared.ctx.run_id).await.unwrap_or_else(|e| {
+            tracing::warn!(event = "progress_estimate_failed", error = %e, "the progress total is unknown");
+            0
+        });
+        let _ = shared.estimate.set(estimate);
+        shared.show_progress();
+    })))
 }
 
 /// Ends a spawned task when the run ends, whichever way it ends.

@@ -151,9 +151,14 @@ pub trait Store: RunLog + Admin + Schedules + ApiLog + Clone + Send + Sync + 'st
 
     fn find_card_id(&self, card_no: &str) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
 
-    /// Cards of `window_months` not marked reissued: one count over the expiry index, the
-    /// progress bar's total (an upper bound of the candidates).
-    fn estimate_candidates(&self, window_months: &[i64]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Cards of `window_months` not marked reissued plus the cards run `run_id` has recorded
+    /// so far: one count over the expiry index, the progress bar's total (an upper bound of the
+    /// run's candidates, whenever during the run it is taken).
+    fn estimate_candidates(
+        &self,
+        window_months: &[i64],
+        run_id: Option<i64>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Called once a run has committed its first chunk: where the planner's statistics still
     /// describe nearly empty `result`/`card_application` tables (a fresh database), refresh

@@ -92,6 +92,18 @@ async fn conformance<S: Store + DemoLoad>(store: &S, db: &TestDb) {
     assert_eq!(store.find_card_id("0000000000000000").await.unwrap(), None);
     let plan = store.explain_candidate_query(&page(0, 100)).await.unwrap();
     assert!(plan.contains("card_expiry_unreissued"), "{plan}");
+    let window: Vec<i64> = page(0, 1).window_months;
+    let unmarked_at_start = store.estimate_candidates(&window, None).await.unwrap();
+    let unmarked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM card WHERE expiry_ym BETWEEN $1 AND $2 AND replaced_by_application_id IS NULL",
+    )
+    .bind(window.iter().min().copied())
+    .bind(window.iter().max().copied())
+    .fetch_one(&db.pool().await)
+    .await
+    .unwrap();
+    assert!(unmarked > 0);
+    assert_eq!(unmarked_at_start, unmarked as u64, "the window's unmarked cards");
     // RunLog, empty.
     assert!(store.run_summary(None).await.unwrap().is_none());
     assert!(store.close_abandoned_runs().await.unwrap().is_empty());
@@ -157,6 +169,10 @@ async fn conformance<S: Store + DemoLoad>(store: &S, db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(balance, a.balance - 10);
+    // The progress total counted after a chunk: a marked card has left the expiry index, and
+    // is counted again through the run's result row, so the total still bounds what the run read.
+    assert_eq!(store.estimate_candidates(&window, None).await.unwrap(), unmarked_at_start - 1);
+    assert_eq!(store.estimate_candidates(&window, Some(run_id)).await.unwrap(), unmarked_at_start);
 
     // A debit a wallet cannot cover fails (the chunk would roll back); a rolled-back budget is gone.
     let mut tx = store.begin_chunk(false).await.unwrap();

@@ -161,8 +161,8 @@ impl Store for SqliteStore {
         super::rows::pending_reservations(&self.pool, ts(chrono::Utc::now() - super::rows::API_RESERVATION_GRACE)).await
     }
 
-    async fn estimate_candidates(&self, window_months: &[i64]) -> Result<u64, StoreError> {
-        super::rows::estimate_candidates(&self.pool, super::rows::ESTIMATE_SQL_SQLITE, window_months).await
+    async fn estimate_candidates(&self, window_months: &[i64], run_id: Option<i64>) -> Result<u64, StoreError> {
+        super::rows::estimate_candidates(&self.pool, super::rows::ESTIMATE_SQL_SQLITE, window_months, run_id).await
     }
 
     async fn find_card_id(&self, card_no: &str) -> Result<Option<i64>, StoreError> {
