@@ -133,14 +133,47 @@ async fn a_claim_lost_to_another_writer_costs_only_that_card() {
 
     // The batch has read and evaluated its chunk; before it claims, another writer (here plain
     // SQL, standing for a path that takes no member lock) creates a live application for one card.
-    let release = base.dir.path().join("release");
-    let mut batch = Spawned::start(
-        base.command(&["run", "--as-of", AS_OF])
-            .env("RENEWAL__RUN__CONCURRENCY", "1")
-            .env(renewal_worker::PAUSE_ENV, "before_claim:1")
-            .env(renewal_worker::RELEASE_ENV, &release),
-    );
-    batch.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
+    let held = HeldBeforeClaim::start(&base);
+    give_away(&base, card_id).await;
+    held.release();
+
+    // That card lost its claim (003_004, no debit); every other card matches the oracle.
+    let got = results_by_card(&base).await;
+    let mut want = expected.clone();
+    want.insert(card_id, ("003_004".to_owned(), 0));
+    assert_eq!(got, want);
+    assert_eq!(applications_and_debits(&base, card_id).await, (1, 0));
+}
+
+/// A one-task batch held after reading and evaluating its first chunk, before claiming it.
+struct HeldBeforeClaim {
+    batch: Spawned,
+    release: std::path::PathBuf,
+}
+
+impl HeldBeforeClaim {
+    fn start(db: &TestDb) -> Self {
+        let release = db.dir.path().join("release");
+        let batch = Spawned::start(
+            db.command(&["run", "--as-of", AS_OF])
+                .env("RENEWAL__RUN__CONCURRENCY", "1")
+                .env(renewal_worker::PAUSE_ENV, "before_claim:1")
+                .env(renewal_worker::RELEASE_ENV, &release),
+        );
+        batch.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
+        Self { batch, release }
+    }
+
+    /// Lets the batch go on and waits for it to finish (exit 0).
+    fn release(mut self) {
+        std::fs::write(&self.release, b"go").unwrap();
+        assert_eq!(self.batch.wait(Duration::from_secs(60)), Some(0));
+    }
+}
+
+/// Another writer (plain SQL, standing for a path that takes no member lock) gives `card` a
+/// live application.
+async fn give_away(db: &TestDb, card: i64) {
     sqlx::query(
         "INSERT INTO card_application (card_apply_no, kind, old_card_id, member_id, product_id, delivery_address, \
              delivery_address_detail, delivery_zip_code, fee, new_expiry_ym, payment_state, correlation_id, \
@@ -149,24 +182,19 @@ async fn a_claim_lost_to_another_writer_costs_only_that_card() {
                 'x', 'x', '00000', 0, 203111, 'APPLIED', '261120020000-0000000', now(), now() \
          FROM card c WHERE c.id = $1",
     )
-    .bind(card_id)
-    .execute(&base.pool().await)
+    .bind(card)
+    .execute(&db.pool().await)
     .await
     .unwrap();
-    std::fs::write(&release, b"go").unwrap();
-    assert_eq!(batch.wait(Duration::from_secs(60)), Some(0));
+}
 
-    // That card lost its claim (003_004, no debit); every other card matches the oracle.
+/// Every result row as card -> (code, fee).
+async fn results_by_card(db: &TestDb) -> std::collections::BTreeMap<i64, (String, i64)> {
     let rows: Vec<(i64, String, i64)> = sqlx::query_as("SELECT card_id, code, fee FROM result ORDER BY card_id")
-        .fetch_all(&base.pool().await)
+        .fetch_all(&db.pool().await)
         .await
         .unwrap();
-    let got: std::collections::BTreeMap<i64, (String, i64)> =
-        rows.into_iter().map(|(c, code, fee)| (c, (code, fee))).collect();
-    let mut want = expected.clone();
-    want.insert(card_id, ("003_004".to_owned(), 0));
-    assert_eq!(got, want);
-    assert_eq!(applications_and_debits(&base, card_id).await, (1, 0));
+    rows.into_iter().map(|(card, code, fee)| (card, (code, fee))).collect()
 }
 
 /// A card number the batch accepts: `body` and its Luhn check digit.
@@ -233,30 +261,11 @@ async fn a_claim_lost_to_another_writer_frees_its_fee_for_the_members_later_card
     // Paused after reading and evaluating, before claiming: another writer creates a live
     // application for the first member's first card (charged, had it been claimed) and for the
     // second member's second card (declined: its member's balance goes to the first).
-    let release = db.dir.path().join("release");
-    let mut batch = Spawned::start(
-        db.command(&["run", "--as-of", AS_OF])
-            .env("RENEWAL__RUN__CONCURRENCY", "1")
-            .env(renewal_worker::PAUSE_ENV, "before_claim:1")
-            .env(renewal_worker::RELEASE_ENV, &release),
-    );
-    batch.wait_for_line(PAUSED_MARKER, Duration::from_secs(60));
+    let held = HeldBeforeClaim::start(&db);
     for card in [a, e] {
-        sqlx::query(
-            "INSERT INTO card_application (card_apply_no, kind, old_card_id, member_id, product_id, delivery_address, \
-                 delivery_address_detail, delivery_zip_code, fee, new_expiry_ym, payment_state, correlation_id, \
-                 created_at, updated_at) \
-             SELECT '20261120990000' || lpad(c.id::text, 8, '0'), 'EXPIRY_REISSUE', c.id, c.member_id, c.product_id, \
-                    'x', 'x', '00000', 0, 203111, 'APPLIED', '261120020000-0000000', now(), now() \
-             FROM card c WHERE c.id = $1",
-        )
-        .bind(card)
-        .execute(&pool)
-        .await
-        .unwrap();
+        give_away(&db, card).await;
     }
-    std::fs::write(&release, b"go").unwrap();
-    assert_eq!(batch.wait(Duration::from_secs(60)), Some(0));
+    held.release();
 
     // The first member's lost card frees its fee: the other two are both charged. The second
     // member's declined card is reported as renewed by someone else, not as declined.
@@ -264,11 +273,7 @@ async fn a_claim_lost_to_another_writer_frees_its_fee_for_the_members_later_card
         want.insert(card, (code.to_owned(), charged));
     }
     want.insert(e, ("003_004".to_owned(), 0));
-    let rows: Vec<(i64, String, i64)> =
-        sqlx::query_as("SELECT card_id, code, fee FROM result ORDER BY card_id").fetch_all(&pool).await.unwrap();
-    let got: std::collections::BTreeMap<i64, (String, i64)> =
-        rows.into_iter().map(|(card, code, fee)| (card, (code, fee))).collect();
-    assert_eq!(got, want);
+    assert_eq!(results_by_card(&db).await, want);
     for (card, debits) in [(a, 0), (b, 1), (c, 1), (d, 1), (e, 0)] {
         assert_eq!(applications_and_debits(&db, card).await, (1, debits), "card {card}");
     }
