@@ -573,6 +573,9 @@ struct HttpRow {
     max_in_flight_seen: usize,
     /// Requests in flight at the service, sampled every 0.5 ms between its first and last answer.
     mean_in_flight: f64,
+    /// The mean time a request spent in the service's handler: the latency as served, the
+    /// ideal's denominator in fact.
+    mean_service_ms: f64,
     /// `run.concurrency` of the run: `--http-concurrency`, or what the configuration gives.
     concurrency: String,
     peak_rss_mib: f64,
@@ -645,6 +648,7 @@ async fn http_cell(args: &Args) -> Result<HttpRow, Error> {
         ratio_to_ideal: charges_per_second / ideal,
         max_in_flight_seen: server.max_in_flight(),
         mean_in_flight,
+        mean_service_ms: server.mean_service_time().map_or(0.0, |t| t.as_secs_f64() * 1000.0),
         concurrency: args.http_concurrency.map_or_else(|| "default".to_owned(), |n| n.to_string()),
         peak_rss_mib,
     })
@@ -752,8 +756,15 @@ async fn main() -> Result<(), Error> {
             h.ratio_to_ideal,
         );
         println!(
-            "  {} fee cards answered ({} declined), {} requests, {:.0} cards/s; in flight: max {}, mean {:.1}",
-            h.fee_cards, h.fee_declines, h.requests, h.cards_per_second, h.max_in_flight_seen, h.mean_in_flight
+            "  {} fee cards answered ({} declined), {} requests, {:.0} cards/s; in flight: max {}, mean {:.1}; \
+             {:.2} ms per request in the service",
+            h.fee_cards,
+            h.fee_declines,
+            h.requests,
+            h.cards_per_second,
+            h.max_in_flight_seen,
+            h.mean_in_flight,
+            h.mean_service_ms
         );
         println!("  run.concurrency {}; peak RSS {:.1} MiB", h.concurrency, h.peak_rss_mib);
         if h.fee_cards < HTTP_MIN_FEE_CARDS {
