@@ -61,10 +61,13 @@ fn scan_sql(months: usize) -> String {
     format!("SELECT s.member_id FROM ({}) s ORDER BY s.member_id, s.id LIMIT $3", per_month.join(" UNION ALL "))
 }
 
+/// The candidate's columns and joins. `{already}` says whether the card is reissued or holds a
+/// live application: the single-card read asks; the batch's read excludes both in its own
+/// filter, in the same statement, so it selects `false` rather than probe the application index
+/// again per card.
 const CANDIDATE_COLUMNS: &str = "c.id, c.card_no, c.status, c.expiry_ym::bigint AS expiry_ym, \
      c.par, \
-     c.replaced_by_application_id IS NOT NULL OR EXISTS (SELECT 1 FROM card_application a \
-         WHERE a.old_card_id = c.id AND a.kind = 'EXPIRY_REISSUE' AND a.payment_state <> 'CANCELLED') AS already, \
+     {already} AS already, \
      m.id AS member_id, m.status = 'CANCELLED' AS cancelled, \
      m.name, m.mobile, \
      m.address, m.address_detail, m.zip_code, \
@@ -103,7 +106,9 @@ impl PgChunk {
                 .await
                 .context("locking the card's member")?;
         }
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {CANDIDATE_COLUMNS} WHERE c.id = $1")))
+        let already = format!("c.replaced_by_application_id IS NOT NULL OR EXISTS ({LIVE_APPLICATION})");
+        let columns = CANDIDATE_COLUMNS.replace("{already}", &already);
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {columns} WHERE c.id = $1")))
             .bind(card_id)
             .fetch_all(&mut *self.tx)
             .await
@@ -171,8 +176,9 @@ impl ChunkTx for PgChunk {
             skipped_locked = !held.is_empty() || walletless_locked.len() < walletless.len();
             owned.extend(walletless_locked);
         }
+        let columns = CANDIDATE_COLUMNS.replace("{already}", "false");
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {CANDIDATE_COLUMNS} WHERE c.member_id = ANY($1) AND c.expiry_ym = ANY($2) \
+            "SELECT {columns} WHERE c.member_id = ANY($1) AND c.expiry_ym = ANY($2) \
                AND c.replaced_by_application_id IS NULL \
                AND NOT EXISTS (SELECT 1 FROM result r WHERE r.card_id = c.id AND r.as_of = $3 AND r.trigger = 'run') \
                AND NOT EXISTS ({LIVE_APPLICATION}) \

@@ -62,13 +62,17 @@ fn candidates_of_scan() -> String {
 /// `CandidateJson`'s order; the aggregate does not promise an order, so the page is sorted after
 /// decoding. A card without a fee needs no balance: its wallet is not looked up (two index
 /// descents, mostly page misses at 1M cards).
-fn candidates_sql(scan: &str, candidates: &str) -> String {
+///
+/// `already` says whether the card is reissued or has a live application. The batch's page
+/// excludes both in its own filter, in this transaction, so it passes `0` rather than probe the
+/// application index again per card; the single-card path evaluates its card whatever it holds.
+fn candidates_sql(scan: &str, candidates: &str, already: &str) -> String {
     format!(
         "WITH scan(id) AS MATERIALIZED ({scan}), page(id) AS ({candidates}) \
          SELECT (SELECT count(*) FROM scan), (SELECT max(id) FROM scan), json_group_array(json_array( \
                 c.id, c.card_no, c.status, c.expiry_ym, \
                 c.par, \
-                c.replaced_by_application_id IS NOT NULL OR EXISTS ({live}), \
+                {already}, \
                 m.id, m.status = 'CANCELLED', \
                 m.name, m.mobile, \
                 m.address, m.address_detail, m.zip_code, \
@@ -80,7 +84,6 @@ fn candidates_sql(scan: &str, candidates: &str) -> String {
          FROM page JOIN card c ON c.id = page.id \
          LEFT JOIN member m ON m.id = c.member_id \
          LEFT JOIN card_product p ON p.id = c.product_id",
-        live = LIVE_APPLICATION.replace("card.id", "c.id"),
     )
 }
 
@@ -146,8 +149,15 @@ fn decode_page(json: &str) -> Result<Vec<Candidate>, StoreError> {
 fn page_sql(page: &PageQuery) -> String {
     match page.only_card {
         // The single-card path evaluates its card whatever it holds.
-        Some(_) => candidates_sql("SELECT ?1", "SELECT id FROM scan"),
-        None => candidates_sql(&scan_sql(page.window_months.len()), &candidates_of_scan()),
+        Some(_) => candidates_sql(
+            "SELECT ?1",
+            "SELECT id FROM scan",
+            &format!(
+                "c.replaced_by_application_id IS NOT NULL OR EXISTS ({})",
+                LIVE_APPLICATION.replace("card.id", "c.id")
+            ),
+        ),
+        None => candidates_sql(&scan_sql(page.window_months.len()), &candidates_of_scan(), "0"),
     }
 }
 
