@@ -211,6 +211,9 @@ pub struct DatabaseSettings {
     pub sqlite_cache_bytes: u64,
     pub sqlite_mmap_bytes: u64,
     pub sqlite_wal_autocheckpoint_pages: u64,
+    /// Checkpoints on a connection of their own after each 1,000 cards committed, at most one
+    /// per this many milliseconds; 0 leaves them to the writer's autocheckpoint and its close.
+    pub sqlite_checkpoint_pause_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

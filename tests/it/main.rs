@@ -3,6 +3,7 @@
 mod api;
 mod app;
 mod bad_data;
+mod checkpoint;
 mod cli_errors;
 mod cli_output;
 mod common;

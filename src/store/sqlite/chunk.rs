@@ -4,6 +4,7 @@
 use chrono::{NaiveDate, Utc};
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
+use super::checkpoint::Checkpointer;
 use super::ts;
 use crate::domain::ids::CardApplyNo;
 use crate::store::rows::{
@@ -16,11 +17,14 @@ use crate::store::{
 
 pub struct SqliteChunk {
     tx: Transaction<'static, Sqlite>,
+    checkpointer: Option<Checkpointer>,
+    /// Result rows written, for the checkpointer.
+    results: usize,
 }
 
 impl SqliteChunk {
-    pub(super) fn new(tx: Transaction<'static, Sqlite>) -> Self {
-        Self { tx }
+    pub(super) fn new(tx: Transaction<'static, Sqlite>, checkpointer: Option<Checkpointer>) -> Self {
+        Self { tx, checkpointer, results: 0 }
     }
 }
 
@@ -404,6 +408,7 @@ impl ChunkTx for SqliteChunk {
         .execute(&mut *self.tx)
         .await
         .context("writing results")?;
+        self.results += results.len();
         expect_rows("writing results", results.len(), done.rows_affected())
     }
 
@@ -417,6 +422,10 @@ impl ChunkTx for SqliteChunk {
     }
 
     async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await.context("committing a chunk")
+        self.tx.commit().await.context("committing a chunk")?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.committed(self.results);
+        }
+        Ok(())
     }
 }

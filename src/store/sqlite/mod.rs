@@ -1,6 +1,7 @@
 //! SQLite behind the store boundary: one file in WAL mode, writers serialised by
 //! `BEGIN IMMEDIATE` and a busy timeout, bulk writes as one JSON parameter (`jsonb_each`).
 
+mod checkpoint;
 mod chunk;
 mod demo;
 mod runs;
@@ -28,6 +29,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqli
 pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
+    /// Writable stores with `database.sqlite_checkpoint_pause_ms` above 0.
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 /// Whether opening may create the file (only `migrate`, `seed-demo` and `demo` may), and
@@ -79,7 +82,8 @@ impl SqliteStore {
         // a connection drops its whole page cache whenever another one has written, so
         // connections taking turns read every page from the file again (a fifth of the 1M run)
         // and each one holds its own cache (RSS grew with the card count). Waiting for the
-        // connection is waiting for the write lock, so it gets the busy timeout.
+        // connection is waiting for the write lock, so it gets the busy timeout. (The checkpoint
+        // task's connection, below, writes no transaction, so it invalidates no cache.)
         let open = |options: SqliteConnectOptions| {
             super::recycled(SqlitePoolOptions::new(), settings)
                 .max_connections(1)
@@ -91,11 +95,17 @@ impl SqliteStore {
             // A WAL file in a directory this process cannot write (a copy on read-only media):
             // nobody writes there either, so it can be read as immutable.
             (Err(_), Create::ReadOnly) if !writable(path.parent().unwrap_or(Path::new("."))) => {
-                open(options.immutable(true)).await.map_err(connect_err)?
+                open(options.clone().immutable(true)).await.map_err(connect_err)?
             }
             (Err(e), _) => return Err(connect_err(e)),
         };
-        Ok(Self { pool, path })
+        let checkpointer = (create != Create::ReadOnly && settings.sqlite_checkpoint_pause_ms > 0).then(|| {
+            checkpoint::Checkpointer::start(
+                &options,
+                std::time::Duration::from_millis(settings.sqlite_checkpoint_pause_ms),
+            )
+        });
+        Ok(Self { pool, path, checkpointer })
     }
 
     pub fn path(&self) -> &Path {
@@ -154,7 +164,7 @@ impl Store for SqliteStore {
         // and concurrent writers (tasks or processes) queue on the busy timeout instead of failing.
         let begin = if dry_run { "BEGIN" } else { "BEGIN IMMEDIATE" };
         let tx = self.pool.begin_with(begin).await.context("beginning a chunk transaction")?;
-        Ok(SqliteChunk::new(tx))
+        Ok(SqliteChunk::new(tx, self.checkpointer.clone()))
     }
 
     async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
@@ -262,6 +272,9 @@ impl Admin for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.stop().await;
+        }
         self.pool.close().await;
     }
 }
