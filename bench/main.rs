@@ -112,6 +112,60 @@ struct Row_ {
     peak_rss_mib: f64,
     /// The same `run` again on the finished data (nothing left), median.
     rerun_seconds: Option<f64>,
+    /// PostgreSQL: what the server did during the cell's last worker run.
+    server: Option<ServerWal>,
+}
+
+/// What the PostgreSQL server did during one worker run: checkpoints started and WAL written,
+/// cluster-wide. A page's first change after a checkpoint writes the whole page to the WAL, so a
+/// night that forces checkpoints writes many pages again: at 10M cards, where each candidate's
+/// pages are its own, that is most of the run's extra time (README, the seventh round).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+struct ServerWal {
+    checkpoints: i64,
+    wal_mib: f64,
+    full_page_images: i64,
+}
+
+impl ServerWal {
+    async fn now(args: &Args) -> Result<Self, Error> {
+        let mut conn = admin(args).await?;
+        let (checkpoints, full_page_images, wal_bytes): (i64, i64, f64) = sqlx::query_as(
+            "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter), \
+                    (SELECT wal_fpi FROM pg_stat_wal), (SELECT wal_bytes::float8 FROM pg_stat_wal)",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        Ok(Self { checkpoints, wal_mib: wal_bytes / 1048576.0, full_page_images })
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            checkpoints: self.checkpoints - before.checkpoints,
+            wal_mib: self.wal_mib - before.wal_mib,
+            full_page_images: self.full_page_images - before.full_page_images,
+        }
+    }
+}
+
+/// A worker run, and on PostgreSQL the server's WAL and checkpoints during it.
+async fn measured_worker(
+    args: &Args,
+    dialect: Dialect,
+    url: &str,
+    run: &[&str],
+    log: &Path,
+) -> Result<(f64, f64, Option<ServerWal>), Error> {
+    let before = match dialect {
+        Dialect::Postgres => Some(ServerWal::now(args).await?),
+        Dialect::Sqlite => None,
+    };
+    let (seconds, rss) = worker(url, run, log, &[])?;
+    let server = match before {
+        Some(before) => Some(ServerWal::now(args).await?.since(before)),
+        None => None,
+    };
+    Ok((seconds, rss, server))
 }
 
 /// Counts per code, total fee and the set of marked cards: what must agree.
@@ -250,11 +304,25 @@ async fn template(args: &Args, dialect: Dialect, cards: u64, sparse: u64) -> Res
         worker(&url, &seed_args, &log, &[])?;
         println!("generated {cards} cards on {dialect:?} in {:.1} s", started.elapsed().as_secs_f64());
     }
+    // A run made on the data set itself (by hand, or a bench stopped mid-cell) would leave every
+    // copy with nothing to do, and the worker and the reference would agree on an empty night.
+    if holds_runs(dialect, &url).await? {
+        println!("the {dialect:?} data set for {tag} holds runs: putting it back as generated");
+        reset(dialect, &url).await?;
+    }
     if dialect == Dialect::Sqlite {
         let mut conn = sqlx::SqliteConnection::connect(&url).await?;
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await?;
     }
     Ok(url)
+}
+
+async fn holds_runs(dialect: Dialect, url: &str) -> Result<bool, Error> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM run)";
+    Ok(match dialect {
+        Dialect::Sqlite => sqlx::query_scalar(sql).fetch_one(&mut sqlx::SqliteConnection::connect(url).await?).await?,
+        Dialect::Postgres => sqlx::query_scalar(sql).fetch_one(&mut sqlx::PgConnection::connect(url).await?).await?,
+    })
 }
 
 async fn drop_template(args: &Args, dialect: Dialect, url: &str, tag: &str) -> Result<(), Error> {
@@ -267,6 +335,16 @@ async fn drop_template(args: &Args, dialect: Dialect, url: &str, tag: &str) -> R
             Ok(())
         }
         Dialect::Postgres => pg_exec(args, format!("DROP DATABASE IF EXISTS bench_tpl_{tag} WITH (FORCE)")).await,
+    }
+}
+
+/// PostgreSQL: a checkpoint before a timed run, so the run starts as a night does, long after the
+/// last one: each page's first change writes the whole page to the WAL. A fresh copy's pages were
+/// just written there by `CREATE DATABASE`, and without this they would need no page image.
+async fn checkpoint(args: &Args, dialect: Dialect) -> Result<(), Error> {
+    match dialect {
+        Dialect::Postgres => pg_exec(args, "CHECKPOINT".to_owned()).await,
+        Dialect::Sqlite => Ok(()),
     }
 }
 
@@ -287,6 +365,7 @@ async fn copy(args: &Args, dialect: Dialect, template: &str, role: &str) -> Resu
             let tpl = template.rsplit('/').next().unwrap_or_default();
             pg_exec(args, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
             pg_exec(args, format!("CREATE DATABASE {name} TEMPLATE {tpl}")).await?;
+            checkpoint(args, dialect).await?;
             Ok(format!("{}/{name}", args.pg))
         }
     }
@@ -401,6 +480,7 @@ fn row(target: &Target, cards: u64, outcome: &Outcome, worker: &[f64], reference
         us_per_candidate: w * 1e6 / candidates.max(1) as f64,
         peak_rss_mib: median(rss.to_vec()),
         rerun_seconds: None,
+        server: None,
     }
 }
 
@@ -417,10 +497,12 @@ async fn cell(args: &Args, target: &Target, cards: u64) -> Result<Vec<Row_>, Err
     let mut worker_url = String::new();
     let mut reference_url = String::new();
     let name = target.name();
+    let mut server = None;
     for i in 0..args.runs {
         worker_url = copy(args, target.dialect, &tpl, "worker").await?;
         let log = args.out.join("logs").join(format!("{name}_{cards}_run{i}.log"));
-        let (s, mib) = worker(&worker_url, &run, &log, &[])?;
+        let (s, mib, wal) = measured_worker(args, target.dialect, &worker_url, &run, &log).await?;
+        server = wal;
         worker_s.push(s);
         rss.push(mib);
         let log = args.out.join("logs").join(format!("{name}_{cards}_rerun{i}.log"));
@@ -435,6 +517,7 @@ async fn cell(args: &Args, target: &Target, cards: u64) -> Result<Vec<Row_>, Err
     }
     let mut first = row(target, cards, &worker_outcome, &worker_s, &reference_s, &rss);
     first.rerun_seconds = Some(median(rerun_s));
+    first.server = server;
     let mut rows = vec![first];
     if target.dialect == Dialect::Postgres && args.replicas > 1 {
         let (mut wall, mut peak) = (Vec::new(), Vec::new());
@@ -490,16 +573,16 @@ async fn wide_cell(args: &Args, target: &Target, base: &Row_) -> Result<Row_, Er
     let sparse = args.wide_cards / base.cards;
     let tpl = template(args, target.dialect, args.wide_cards, sparse).await?;
     check_plan(args, target, &tpl)?;
-    // A bench stopped between a run and its reset left the run's writes behind.
-    reset(target.dialect, &tpl).await?;
     let name = target.name();
     let run = [RUN[0], RUN[1], &args.as_of];
     let log = args.out.join("logs").join(format!("{name}_{}_wide.log", args.wide_cards));
-    let (seconds, rss) = worker(&tpl, &run, &log, &[])?;
+    checkpoint(args, target.dialect).await?;
+    let (seconds, rss, server) = measured_worker(args, target.dialect, &tpl, &run, &log).await?;
     let log = args.out.join("logs").join(format!("{name}_{}_wide_rerun.log", args.wide_cards));
     let (rerun, _) = worker(&tpl, &run, &log, &[])?;
     let worker_outcome = outcome(target.dialect, &tpl, &args.as_of).await?;
     reset(target.dialect, &tpl).await?;
+    checkpoint(args, target.dialect).await?;
     let reference_s = run_reference(target.dialect, &tpl, as_of, &window(as_of)).await?;
     let reference_outcome = outcome(target.dialect, &tpl, &args.as_of).await?;
     reset(target.dialect, &tpl).await?;
@@ -509,6 +592,7 @@ async fn wide_cell(args: &Args, target: &Target, base: &Row_) -> Result<Row_, Er
     let mut wide = row(target, args.wide_cards, &worker_outcome, &[seconds], &[reference_s], &[rss]);
     wide.sparse = sparse;
     wide.rerun_seconds = Some(rerun);
+    wide.server = server;
     Ok(wide)
 }
 
@@ -833,6 +917,12 @@ fn print_progress(row: &Row_) {
         row.peak_rss_mib,
         row.rerun_seconds.map_or_else(String::new, |s| format!(", empty rerun {s:.2} s"))
     );
+    if let Some(wal) = row.server {
+        println!(
+            "    server during the last worker run: {} checkpoints, {:.0} MiB of WAL, {} full-page images",
+            wal.checkpoints, wal.wal_mib, wal.full_page_images
+        );
+    }
 }
 
 fn machine() -> serde_json::Value {
