@@ -120,7 +120,7 @@ struct Row_ {
 /// cluster-wide. A page's first change after a checkpoint writes the whole page to the WAL, so a
 /// night that forces checkpoints writes many pages again: at 10M cards, where each candidate's
 /// pages are its own, that is most of the run's extra time (README, the seventh round).
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 struct ServerWal {
     checkpoints: i64,
     wal_mib: f64,
