@@ -462,9 +462,23 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
             only_card: None,
         };
         let page = tx.read_candidates(&page).await?;
+        let candidates_read = page.candidates.len();
+        if cursor.needs_end() && cursor.would_leap(page.scanned, page.skipped_locked, candidates_read) {
+            cursor.set_end(tx.keyset_end(&shared.window_months).await?);
+        }
+        let leaps = cursor.leaps();
         let step = cursor
             .record(page.scanned, page.next_after, page.skipped_locked, page.candidates.len())
             .map_err(|stuck| RunError::Internal(stuck.to_string()))?;
+        if cursor.leaps() > leaps {
+            tracing::debug!(
+                event = "keyset_leap",
+                scanned = page.scanned,
+                kept = candidates_read,
+                after = cursor.after(),
+                "another worker holds this stretch of the window: leaping halfway to its end"
+            );
+        }
         let mut candidates = page.candidates;
         match step {
             Step::Done { left_locked } => {

@@ -80,6 +80,11 @@ pub trait ChunkTx: Send {
     /// chunk's alone.
     fn read_candidates(&mut self, page: &PageQuery) -> impl Future<Output = Result<CandidatePage, StoreError>> + Send;
 
+    /// The largest keyset value among the window's unmarked cards (the order `read_candidates`
+    /// pages in), or `None` for an empty window: where a cursor that met another worker leaps
+    /// to halfway.
+    fn keyset_end(&mut self, window_months: &[i64]) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
     /// Inserts applications unless the card already has a live one; returns the winners.
     fn claim(&mut self, apps: &[NewApplication]) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send;
 

@@ -195,6 +195,19 @@ impl ChunkTx for PgChunk {
         Ok(CandidatePage { candidates, scanned: scanned.len(), next_after: last_member, skipped_locked })
     }
 
+    async fn keyset_end(&mut self, window_months: &[i64]) -> Result<Option<i64>, StoreError> {
+        // One backward seek of the expiry index per month: the page's keyset is the member.
+        sqlx::query_scalar(
+            "SELECT max((SELECT max(c.member_id) FROM card c \
+                         WHERE c.expiry_ym = m AND c.replaced_by_application_id IS NULL)) \
+             FROM unnest($1::int[]) m",
+        )
+        .bind(window_months.iter().map(|m| *m as i32).collect::<Vec<i32>>())
+        .fetch_one(&mut *self.tx)
+        .await
+        .context("finding the window's last member")
+    }
+
     async fn claim(&mut self, apps: &[NewApplication]) -> Result<Vec<Claimed>, StoreError> {
         if apps.is_empty() {
             return Ok(Vec::new());

@@ -286,6 +286,20 @@ impl ChunkTx for SqliteChunk {
             .context("reading which lost claims lost to a live application")
     }
 
+    async fn keyset_end(&mut self, window_months: &[i64]) -> Result<Option<i64>, StoreError> {
+        // One backward seek of the expiry index per month: the page's keyset is the card. (A
+        // SQLite page never skips locked cards, so nothing asks for this today.)
+        sqlx::query_scalar(
+            "SELECT max((SELECT max(c.id) FROM card c INDEXED BY card_expiry_unreissued \
+                         WHERE c.expiry_ym = m.value AND c.replaced_by_application_id IS NULL)) \
+             FROM json_each(?1) m",
+        )
+        .bind(encode(&window_months)?)
+        .fetch_one(&mut *self.tx)
+        .await
+        .context("finding the window's last card")
+    }
+
     async fn taken_apply_nos(&mut self, low: &CardApplyNo, high: &CardApplyNo) -> Result<Vec<CardApplyNo>, StoreError> {
         taken_apply_nos(&mut *self.tx, low, high).await
     }
