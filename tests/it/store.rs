@@ -114,6 +114,12 @@ async fn conformance<S: Store + DemoLoad>(store: &S, db: &TestDb) {
     // ChunkTx: a read-only page, then a page to write.
     let mut read_only = store.begin_chunk(true).await.unwrap();
     let dry = read_only.read_candidates(&page(0, 50)).await.unwrap();
+    // keyset_end: where the whole window's one page ends, before anything is recorded.
+    let whole = read_only.read_candidates(&page(0, 1_000_000)).await.unwrap();
+    assert!(whole.scanned > dry.scanned, "the window holds more than one page of 50");
+    assert_eq!(read_only.keyset_end(&window).await.unwrap(), Some(whole.next_after));
+    assert_eq!(read_only.keyset_end(&[190001]).await.unwrap(), None, "a month without cards");
+    assert_eq!(read_only.keyset_end(&[]).await.unwrap(), None, "no months");
     drop(read_only);
     let mut tx = store.begin_chunk(false).await.unwrap();
     let got = tx.read_candidates(&page(0, 50)).await.unwrap();
