@@ -66,7 +66,7 @@ impl Cursor {
         self.end = Some(end.unwrap_or(0));
     }
 
-    /// How many times the run leapt (logged with the run's summary).
+    /// How many times the run leapt (each leap is logged as `keyset_leap`, at debug level).
     pub fn leaps(&self) -> u32 {
         self.leaps
     }
