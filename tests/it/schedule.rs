@@ -124,7 +124,18 @@ async fn replicas_make_one_run_per_slot_and_the_same_final_state_as_one_run(kind
         .fetch_all(&pool)
         .await
         .unwrap();
-        assert!(per_slot.iter().all(|(_, runs)| *runs == 1), "{replicas} replicas: one run row per slot: {per_slot:?}");
+        if !per_slot.iter().all(|(_, runs)| *runs == 1) {
+            let runs: Vec<(i64, Option<i64>, String, Option<String>)> =
+                sqlx::query_as("SELECT id, slot_id, status, reason FROM run ORDER BY id")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            let logs: Vec<String> = workers.iter().map(|w| tail(&w.log.lock().unwrap().join("\n"))).collect();
+            panic!(
+                "{replicas} replicas: one run row per slot: {per_slot:?}\nruns: {runs:?}\n{}",
+                logs.join("\n----\n")
+            );
+        }
         assert_eq!(
             count(&db, "SELECT count(*) FROM run WHERE trigger = 'schedule' AND slot_id IS NULL").await,
             0,

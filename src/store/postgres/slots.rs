@@ -9,7 +9,13 @@ use crate::store::rows::{
 use crate::store::{Context, DbGauges, ScheduleHistory, SlotRecord, StoreError};
 
 pub(super) async fn history(pool: &PgPool, schedule: &str, since: NaiveDate) -> Result<ScheduleHistory, StoreError> {
-    let mut conn = pool.acquire().await.context("reading the schedule's history")?;
+    // One snapshot for the three reads: read apart, a run that completed between the completed
+    // dates and the slots looked neither done nor running, and its slot was taken over (a second
+    // run of the night).
+    let mut conn = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .context("reading the schedule's history")?;
     let first: Option<NaiveDate> = sqlx::query_scalar(FIRST_SCHEDULED_DATE_SQL)
         .bind(schedule)
         .fetch_one(&mut *conn)
@@ -38,6 +44,7 @@ pub(super) async fn history(pool: &PgPool, schedule: &str, since: NaiveDate) -> 
         })
         .collect::<Result<_, sqlx::Error>>()
         .context("reading a slot")?;
+    conn.commit().await.context("reading the schedule's history")?;
     Ok(ScheduleHistory { first_date: first, completed: completed.into_iter().collect(), slots })
 }
 

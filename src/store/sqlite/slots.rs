@@ -22,7 +22,10 @@ pub(super) async fn history(
     schedule: &str,
     since: NaiveDate,
 ) -> Result<ScheduleHistory, StoreError> {
-    let mut conn = store.pool.acquire().await.context("reading the schedule's history")?;
+    // One read transaction, so the three reads see one state: read apart, a run that completed
+    // between the completed dates and the slots looked neither done nor running, and its slot was
+    // taken over (a second run of the night).
+    let mut conn = store.pool.begin().await.context("reading the schedule's history")?;
     let first: Option<String> = sqlx::query_scalar(FIRST_SCHEDULED_DATE_SQL)
         .bind(schedule)
         .fetch_one(&mut *conn)
@@ -50,6 +53,7 @@ pub(super) async fn history(
             })
         })
         .collect::<Result<_, StoreError>>()?;
+    conn.commit().await.context("reading the schedule's history")?;
     Ok(ScheduleHistory {
         first_date: first.as_deref().map(date).transpose()?,
         completed: completed.iter().map(|d| date(d)).collect::<Result<_, _>>()?,
