@@ -468,7 +468,7 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
         }
         let leaps = cursor.leaps();
         let step = cursor
-            .record(page.scanned, page.next_after, page.skipped_locked, page.candidates.len())
+            .record(page.scanned, page.next_after, page.skipped_locked, candidates_read)
             .map_err(|stuck| RunError::Internal(stuck.to_string()))?;
         if cursor.leaps() > leaps {
             tracing::debug!(
