@@ -141,8 +141,7 @@ impl From<CandidateJson> for Candidate {
 }
 
 fn decode_page(json: &str) -> Result<Vec<Candidate>, StoreError> {
-    let rows: Vec<CandidateJson> = serde_json::from_str(json)
-        .map_err(|e| StoreError::Invariant { context: "decoding a candidate page", detail: e.to_string() })?;
+    let rows: Vec<CandidateJson> = decode(json, "decoding a candidate page")?;
     let mut candidates: Vec<Candidate> = rows.into_iter().map(Candidate::from).collect();
     candidates.sort_unstable_by_key(|c| c.facts.card_id);
     Ok(candidates)
@@ -194,6 +193,11 @@ fn to_json<T: serde::Serialize>(rows: impl Iterator<Item = T>) -> Result<String,
 fn encode(value: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value)
         .map_err(|e| StoreError::Invariant { context: "encoding a bulk write", detail: e.to_string() })
+}
+
+/// A JSON row a statement aggregated (a page, a claim's winners), read back.
+fn decode<T: serde::de::DeserializeOwned>(json: &str, context: &'static str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Invariant { context, detail: e.to_string() })
 }
 
 impl ChunkTx for SqliteChunk {
@@ -269,8 +273,7 @@ impl ChunkTx for SqliteChunk {
         .fetch_one(&mut *self.tx)
         .await
         .context("reading claims")?;
-        let won: Vec<(i64, i64)> = serde_json::from_str(&won)
-            .map_err(|e| StoreError::Invariant { context: "decoding claims", detail: e.to_string() })?;
+        let won: Vec<(i64, i64)> = decode(&won, "decoding claims")?;
         Ok(won.into_iter().map(|(card_id, application_id)| Claimed { card_id, application_id }).collect())
     }
 
