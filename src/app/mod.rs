@@ -220,6 +220,7 @@ async fn on_store<S: Store + DemoLoad>(
                 after: 0,
                 limit: settings.run.chunk_size,
                 only_card: None,
+                read_ahead: false,
             };
             print::plan(ui, as_of, &store.explain_candidate_query(&page).await?)
         }

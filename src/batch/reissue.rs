@@ -72,7 +72,14 @@ async fn reissue_in<S: Store>(
     shutdown: &CancellationToken,
 ) -> Result<Reissued, RunError> {
     let started = Instant::now();
-    let page = PageQuery { as_of: ctx.as_of, window_months: Vec::new(), after: 0, limit: 1, only_card: Some(card_id) };
+    let page = PageQuery {
+        as_of: ctx.as_of,
+        window_months: Vec::new(),
+        after: 0,
+        limit: 1,
+        only_card: Some(card_id),
+        read_ahead: false,
+    };
     let Some(mut candidate) = tx.read_candidates(&page).await?.candidates.pop() else {
         return Err(RunError::UnknownCard(format!("card id {card_id}")));
     };

@@ -460,6 +460,9 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
             after: cursor.after(),
             limit,
             only_card: None,
+            // Ledger fees write only the database, and only in the chunk: nothing but the
+            // chunk's debits changes what the next page shows once it commits.
+            read_ahead: !shared.ctx.dry_run && shared.ctx.fee_mode == FeeMode::Ledger,
         };
         let page = tx.read_candidates(&page).await?;
         let candidates_read = page.candidates.len();

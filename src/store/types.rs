@@ -21,6 +21,10 @@ pub struct PageQuery {
     pub limit: u32,
     /// The single-card path: read exactly this card, whatever its expiry, mark or results.
     pub only_card: Option<i64>,
+    /// The next page (after this one's last card) is asked for as soon as this chunk commits,
+    /// and nothing but the chunk's own ledger debits changes what it shows: SQLite reads it
+    /// meanwhile, beside the chunk's writes.
+    pub read_ahead: bool,
 }
 
 /// One page of the candidate scan.

@@ -15,6 +15,7 @@ mod observability;
 mod postgres;
 mod progress;
 mod race;
+mod read_ahead;
 mod run;
 mod schedule;
 mod store;

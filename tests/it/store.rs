@@ -20,21 +20,22 @@ use crate::common::*;
 
 both_backends!(every_store_method_keeps_its_contract);
 
-fn as_of() -> chrono::NaiveDate {
+pub(crate) fn as_of() -> chrono::NaiveDate {
     chrono::NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap()
 }
 
-fn page(after: i64, limit: u32) -> PageQuery {
+pub(crate) fn page(after: i64, limit: u32) -> PageQuery {
     PageQuery {
         as_of: as_of(),
         window_months: window_months(as_of(), 30).iter().map(|m| m.yyyymm()).collect(),
         after,
         limit,
         only_card: None,
+        read_ahead: false,
     }
 }
 
-fn application(c: &Candidate, run_id: i64, state: PaymentState, fee: i64) -> NewApplication {
+pub(crate) fn application(c: &Candidate, run_id: i64, state: PaymentState, fee: i64) -> NewApplication {
     let member = c.facts.member.as_ref().expect("the candidate has a member");
     NewApplication {
         card_id: c.facts.card_id,
@@ -55,7 +56,7 @@ fn application(c: &Candidate, run_id: i64, state: PaymentState, fee: i64) -> New
     }
 }
 
-fn new_run() -> NewRun {
+pub(crate) fn new_run() -> NewRun {
     NewRun {
         as_of: as_of(),
         trigger: Trigger::Manual,

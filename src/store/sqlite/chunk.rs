@@ -1,10 +1,14 @@
 //! One chunk's transaction on SQLite. Every write is one fixed statement with one JSON array
 //! parameter read through `jsonb_each`: SQLite's counterpart of PostgreSQL's UNNEST.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use chrono::{NaiveDate, Utc};
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::checkpoint::Checkpointer;
+use super::read_ahead::{ReadAhead, Turn};
 use super::ts;
 use crate::domain::ids::CardApplyNo;
 use crate::store::rows::{LIVE_APPLICATION_CARDS_SQLITE, RawCandidate, add_to_budget, expect_rows, taken_apply_nos};
@@ -18,11 +22,17 @@ pub struct SqliteChunk {
     checkpointer: Option<Checkpointer>,
     /// Result rows written, for the checkpointer.
     results: usize,
+    /// Writing chunks: the next page is read beside this one's writes.
+    read_ahead: Option<Turn>,
 }
 
 impl SqliteChunk {
-    pub(super) fn new(tx: Transaction<'static, Sqlite>, checkpointer: Option<Checkpointer>) -> Self {
-        Self { tx, checkpointer, results: 0 }
+    pub(super) fn new(
+        tx: Transaction<'static, Sqlite>,
+        checkpointer: Option<Checkpointer>,
+        read_ahead: Option<Arc<ReadAhead>>,
+    ) -> Self {
+        Self { tx, checkpointer, results: 0, read_ahead: read_ahead.map(Turn::new) }
     }
 }
 
@@ -200,23 +210,31 @@ fn decode<T: serde::de::DeserializeOwned>(json: &str, context: &'static str) -> 
     serde_json::from_str(json).map_err(|e| StoreError::Invariant { context, detail: e.to_string() })
 }
 
+/// One page, read through `conn` (a chunk's transaction, or a read-ahead's snapshot).
+pub(super) async fn read_page(conn: &mut SqliteConnection, page: &PageQuery) -> Result<CandidatePage, StoreError> {
+    if page.only_card.is_none() && page.window_months.is_empty() {
+        return Ok(CandidatePage::default());
+    }
+    let sql = page_sql(page);
+    let row = bind_page(&sql, page).fetch_one(conn).await.context("reading candidates")?;
+    let scanned: i64 = row.try_get(0).context("reading candidates")?;
+    let last: Option<i64> = row.try_get(1).context("reading candidates")?;
+    let json: String = row.try_get(2).context("reading candidates")?;
+    let candidates = decode_page(&json)?;
+    let scanned = match page.only_card {
+        Some(_) => candidates.len(),
+        None => usize::try_from(scanned).unwrap_or(0),
+    };
+    Ok(CandidatePage { scanned, next_after: last.unwrap_or(page.after), skipped_locked: false, candidates })
+}
+
 impl ChunkTx for SqliteChunk {
     async fn read_candidates(&mut self, page: &PageQuery) -> Result<CandidatePage, StoreError> {
-        if page.only_card.is_none() && page.window_months.is_empty() {
-            return Ok(CandidatePage::default());
-        }
-        let sql = page_sql(page);
-        let row = bind_page(&sql, page).fetch_one(&mut *self.tx).await.context("reading candidates")?;
-        let scanned: i64 = row.try_get(0).context("reading candidates")?;
-        let last: Option<i64> = row.try_get(1).context("reading candidates")?;
-        let json: String = row.try_get(2).context("reading candidates")?;
-        let candidates = decode_page(&json)?;
-        let scanned = match page.only_card {
-            Some(_) => candidates.len(),
-            None => usize::try_from(scanned).unwrap_or(0),
-        };
         // The write lock taken by BEGIN IMMEDIATE makes every scanned card this chunk's.
-        Ok(CandidatePage { scanned, next_after: last.unwrap_or(page.after), skipped_locked: false, candidates })
+        match self.read_ahead.as_mut().filter(|_| page.read_ahead && page.only_card.is_none()) {
+            Some(turn) => turn.read(&mut self.tx, page).await,
+            None => read_page(&mut self.tx, page).await,
+        }
     }
 
     async fn claim(&mut self, apps: &[NewApplication]) -> Result<Vec<Claimed>, StoreError> {
@@ -340,7 +358,7 @@ impl ChunkTx for SqliteChunk {
         // can abort it halfway. SQLite then keeps no statement journal for it: with one, every
         // wallet page the update changed (about 600 a chunk on 1M cards) was first copied to a
         // temporary file.
-        let mut totals: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        let mut totals: BTreeMap<i64, i64> = BTreeMap::new();
         for d in debits {
             *totals.entry(d.member_id).or_default() += d.amount;
         }
@@ -354,7 +372,11 @@ impl ChunkTx for SqliteChunk {
         .execute(&mut *self.tx)
         .await
         .context("debiting wallets")?;
-        expect_rows("debiting wallets (a balance did not cover its fees)", totals.len(), updated.rows_affected())
+        expect_rows("debiting wallets (a balance did not cover its fees)", totals.len(), updated.rows_affected())?;
+        if let Some(turn) = &mut self.read_ahead {
+            turn.debited(&totals);
+        }
+        Ok(())
     }
 
     async fn settle(&mut self, settlements: &[Settlement]) -> Result<Vec<i64>, StoreError> {
@@ -453,8 +475,15 @@ impl ChunkTx for SqliteChunk {
         add_to_budget(&mut *self.tx, as_of.to_string(), reissued, fee_total).await
     }
 
-    async fn commit(self) -> Result<(), StoreError> {
+    async fn commit(mut self) -> Result<(), StoreError> {
+        let mark = match &self.read_ahead {
+            Some(turn) => turn.before_commit(&mut self.tx).await?,
+            None => None,
+        };
         self.tx.commit().await.context("committing a chunk")?;
+        if let Some(turn) = self.read_ahead.take() {
+            turn.committed(mark);
+        }
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.committed(self.results);
         }

@@ -4,11 +4,13 @@
 mod checkpoint;
 mod chunk;
 mod demo;
+mod read_ahead;
 mod runs;
 mod slots;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
@@ -23,6 +25,9 @@ use super::{
 };
 use crate::config::DatabaseSettings;
 
+/// The read-ahead connection's page cache, KiB.
+const READ_AHEAD_CACHE_KIB: u64 = 1024;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Clone, Debug)]
@@ -31,6 +36,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Writable stores with `database.sqlite_checkpoint_pause_ms` above 0.
     checkpointer: Option<checkpoint::Checkpointer>,
+    /// Writable stores: the next page of a run, read beside the chunk that writes.
+    read_ahead: Option<Arc<read_ahead::ReadAhead>>,
 }
 
 /// Whether opening may create the file (only `migrate`, `seed-demo` and `demo` may), and
@@ -105,7 +112,20 @@ impl SqliteStore {
                 std::time::Duration::from_millis(settings.sqlite_checkpoint_pause_ms),
             )
         });
-        Ok(Self { pool, path, checkpointer })
+        let read_ahead = (create != Create::ReadOnly).then(|| {
+            // Every commit of the writer empties this connection's page cache: a small one does.
+            let cache_kib = cache_kib.min(READ_AHEAD_CACHE_KIB);
+            let reader = options.clone().pragma("cache_size", format!("-{cache_kib}")).pragma("query_only", "ON");
+            let reader =
+                super::recycled(SqlitePoolOptions::new(), settings).max_connections(1).connect_lazy_with(reader);
+            Arc::new(read_ahead::ReadAhead::new(reader))
+        });
+        Ok(Self { pool, path, checkpointer, read_ahead })
+    }
+
+    /// Pages a run read ahead and used, and read ahead in vain.
+    pub fn read_ahead_counts(&self) -> (u64, u64) {
+        self.read_ahead.as_ref().map(|r| r.counts()).unwrap_or_default()
     }
 
     pub fn path(&self) -> &Path {
@@ -164,7 +184,8 @@ impl Store for SqliteStore {
         // and concurrent writers (tasks or processes) queue on the busy timeout instead of failing.
         let begin = if dry_run { "BEGIN" } else { "BEGIN IMMEDIATE" };
         let tx = self.pool.begin_with(begin).await.context("beginning a chunk transaction")?;
-        Ok(SqliteChunk::new(tx, self.checkpointer.clone()))
+        let read_ahead = if dry_run { None } else { self.read_ahead.clone() };
+        Ok(SqliteChunk::new(tx, self.checkpointer.clone(), read_ahead))
     }
 
     async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
@@ -272,6 +293,22 @@ impl Admin for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Some(read_ahead) = &self.read_ahead {
+            let (used, wasted) = read_ahead.counts();
+            if used + wasted > 0 {
+                let waited_ms = read_ahead.waited_ms();
+                tracing::debug!(
+                    event = "read_ahead",
+                    used,
+                    wasted,
+                    waited_ms,
+                    "pages read beside the chunks that wrote"
+                );
+            }
+            // Before the writer's: the last connection to close checkpoints the WAL into the
+            // file and removes it, and that must be the writer's, inside this process's time.
+            read_ahead.close().await;
+        }
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.stop().await;
         }
