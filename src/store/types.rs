@@ -11,7 +11,7 @@ use crate::domain::eligibility::CardFacts;
 use crate::domain::ids::CardApplyNo;
 
 /// Which candidates a chunk reads.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageQuery {
     pub as_of: NaiveDate,
     /// Expiry months (`YYYYMM`) inside the window, ascending; the index is sought once per month.

@@ -59,8 +59,8 @@ struct Pending {
     /// Set once the read's snapshot is taken; a snapshot taken after that chunk committed
     /// would show its writes, and the debits would be taken off twice.
     snapshot_taken: Arc<AtomicBool>,
-    /// The writer's mark as that chunk committed; `None` until it has (and for ever if it rolled
-    /// back, or committed before the snapshot was taken).
+    /// The writer's mark as that chunk ended (committed, or rolled back after reading its
+    /// page); `None` until then, and for ever if the snapshot came too late.
     valid_at: Option<WriterMark>,
     /// What that chunk debited, per member.
     debited: BTreeMap<i64, i64>,
@@ -98,7 +98,7 @@ impl ReadAhead {
     /// writer's mark inside the asking chunk's lock, before it wrote anything).
     pub(super) async fn take(&self, query: &PageQuery, now: WriterMark) -> Option<CandidatePage> {
         let pending = self.lock().take()?;
-        if pending.valid_at != Some(now) || !same_page(&pending.query, query) {
+        if pending.valid_at != Some(now) || pending.query != *query {
             // Left to finish on its own: it holds only the reader's connection.
             self.wasted.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -106,18 +106,17 @@ impl ReadAhead {
         let started = std::time::Instant::now();
         let read = pending.read.await;
         self.waited_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        match read {
-            Ok(Ok(mut page)) => {
+        match read.map_err(|e| e.to_string()).and_then(|page| page.map_err(|e| e.to_string())) {
+            Ok(mut page) => {
                 take_off_debits(&mut page, &pending.debited);
                 self.used.fetch_add(1, Ordering::Relaxed);
                 Some(page)
             }
-            Ok(Err(e)) => {
-                tracing::debug!(event = "read_ahead_failed", error = %e, "reading the page again inside the lock");
+            Err(error) => {
+                tracing::debug!(event = "read_ahead_failed", error, "reading the page again inside the lock");
                 self.wasted.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            Err(_) => None,
         }
     }
 
@@ -259,15 +258,6 @@ async fn read_ahead(
     sqlx::query("SELECT 1 FROM card LIMIT 1").execute(&mut *tx).await.context("beginning a read-ahead")?;
     snapshot_taken.store(true, Ordering::Release);
     read_page(&mut tx, &query).await
-}
-
-fn same_page(a: &PageQuery, b: &PageQuery) -> bool {
-    a.as_of == b.as_of
-        && a.window_months == b.window_months
-        && a.after == b.after
-        && a.limit == b.limit
-        && a.only_card.is_none()
-        && b.only_card.is_none()
 }
 
 /// The snapshot's balances predate the debits of the chunk that committed after it.
