@@ -84,6 +84,41 @@ struct Evaluated {
 /// taken: each retry first reads the numbers taken, so one retry settles all but a race.
 const CLAIM_ROUNDS: usize = 3;
 
+/// A page's cards evaluated, before anything is written: pure work, which the batch may do
+/// before the chunk holds the write lock (on a page read ahead).
+pub(super) struct Evaluation {
+    evaluated: Vec<Evaluated>,
+    applications: Vec<NewApplication>,
+}
+
+impl Evaluation {
+    pub fn len(&self) -> usize {
+        self.evaluated.len()
+    }
+}
+
+/// The balances `evaluate_page` would have entered for `evaluation`'s cards, read off
+/// `candidates`: the same cards, whose balances may have changed since the evaluation (a page
+/// evaluated early, before the chunk before it debited some of its members).
+pub(super) fn page_balances(
+    evaluation: &Evaluation,
+    candidates: &[Candidate],
+) -> Result<HashMap<i64, i64>, ChunkError> {
+    if evaluation.evaluated.len() != candidates.len() {
+        return Err(ChunkError::Invariant("an evaluation of another page".into()));
+    }
+    let mut balances = HashMap::new();
+    for (card, candidate) in evaluation.evaluated.iter().zip(candidates) {
+        if card.card_id != candidate.facts.card_id {
+            return Err(ChunkError::Invariant("an evaluation of another page".into()));
+        }
+        if let Some(eligible) = card.eligible.filter(|e| e.fee > 0) {
+            balances.entry(eligible.member_id).or_insert(candidate.balance);
+        }
+    }
+    Ok(balances)
+}
+
 /// Evaluates and writes `candidates` (ascending card id) through `tx`. `balances` holds what
 /// each member's wallet has left; members not in it take the balance read with the page.
 pub(super) async fn write<T: ChunkTx>(
@@ -91,8 +126,21 @@ pub(super) async fn write<T: ChunkTx>(
     ctx: &ChunkContext,
     candidates: Vec<Candidate>,
     balances: &mut HashMap<i64, i64>,
-    (chunk_no, shutdown): (u64, &CancellationToken),
+    at: (u64, &CancellationToken),
 ) -> Result<ChunkWritten, ChunkError> {
+    let evaluation = evaluate_page(ctx, &candidates, balances)?;
+    drop(candidates);
+    write_evaluated(tx, ctx, evaluation, balances, at).await
+}
+
+/// Evaluates `candidates` (ascending card id) against the rules, and the eligible into the
+/// applications to claim. A fee-bearing card's member enters `balances` with the balance read
+/// with the page, unless already there.
+pub(super) fn evaluate_page(
+    ctx: &ChunkContext,
+    candidates: &[Candidate],
+    balances: &mut HashMap<i64, i64>,
+) -> Result<Evaluation, ChunkError> {
     let now_local = Utc::now().with_timezone(&ctx.tz).naive_local();
     let mut evaluated = Vec::with_capacity(candidates.len());
     let mut applications = Vec::new();
@@ -152,7 +200,20 @@ pub(super) async fn write<T: ChunkTx>(
         };
         evaluated.push(Evaluated { event, card_id: facts.card_id, eligible });
     }
+    Ok(Evaluation { evaluated, applications })
+}
 
+/// Writes an evaluation through `tx`: claims, fees, marks and results. `balances` is the one
+/// `evaluate_page` filled.
+pub(super) async fn write_evaluated<T: ChunkTx>(
+    tx: &mut T,
+    ctx: &ChunkContext,
+    evaluation: Evaluation,
+    balances: &mut HashMap<i64, i64>,
+    (chunk_no, shutdown): (u64, &CancellationToken),
+) -> Result<ChunkWritten, ChunkError> {
+    let Evaluation { mut evaluated, applications } = evaluation;
+    let deferred_fee = ctx.fee_mode == FeeMode::Http;
     hooks::maybe_pause(Point::BeforeClaim, chunk_no, 0, shutdown).await;
     let claims = match (ctx.fee_mode, ctx.dry_run) {
         (FeeMode::Ledger, false) => {

@@ -13,6 +13,7 @@ pub mod sqlite;
 pub(crate) mod types;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::domain::ids::CardApplyNo;
 
@@ -150,6 +151,13 @@ pub trait Store: RunLog + Admin + Schedules + ApiLog + Clone + Send + Sync + 'st
 
     /// Opens a write transaction for one chunk (read-only when `dry_run`).
     fn begin_chunk(&self, dry_run: bool) -> impl Future<Output = Result<Self::Chunk, StoreError>> + Send;
+
+    /// The page a read ahead holds for `page`, as its snapshot showed it, before the chunk that
+    /// asks has the write lock (the chunk before it may still be writing): the batch evaluates it
+    /// meanwhile and keeps that work only when `read_candidates` hands back the same read
+    /// (`CandidatePage::early`), whose balances it takes. `None` where nothing was read ahead.
+    /// Shared, not copied: the chunk's read takes the same page afterwards.
+    fn early_page(&self, page: &PageQuery) -> impl Future<Output = Option<Arc<CandidatePage>>> + Send;
 
     /// Pending reservations no live run owns (their run ended or crashed), member then card order.
     fn pending_reservations(&self) -> impl Future<Output = Result<Vec<Reservation>, StoreError>> + Send;

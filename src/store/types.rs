@@ -38,6 +38,11 @@ pub struct CandidatePage {
     pub next_after: i64,
     /// Some scanned cards belong to members another transaction holds; a later pass must retry them.
     pub skipped_locked: bool,
+    /// The read ahead this page is: the same cards `Store::early_page` showed, though a balance
+    /// may have had the previous chunk's debits taken off since. Work done on the early page
+    /// that does not depend on balances holds for this one. `None` for a page read in the
+    /// chunk's lock.
+    pub early: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

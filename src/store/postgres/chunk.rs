@@ -115,7 +115,13 @@ impl PgChunk {
             .context("reading the card")?;
         let candidates: Vec<Candidate> =
             rows.iter().map(candidate_from_row).collect::<Result<_, _>>().context("decoding a candidate")?;
-        Ok(CandidatePage { scanned: candidates.len(), next_after: card_id, skipped_locked: false, candidates })
+        Ok(CandidatePage {
+            scanned: candidates.len(),
+            next_after: card_id,
+            skipped_locked: false,
+            candidates,
+            early: None,
+        })
     }
 }
 
@@ -192,7 +198,7 @@ impl ChunkTx for PgChunk {
         .context("reading candidates")?;
         let candidates =
             rows.iter().map(candidate_from_row).collect::<Result<_, _>>().context("decoding a candidate")?;
-        Ok(CandidatePage { candidates, scanned: scanned.len(), next_after: last_member, skipped_locked })
+        Ok(CandidatePage { candidates, scanned: scanned.len(), next_after: last_member, skipped_locked, early: None })
     }
 
     async fn keyset_end(&mut self, window_months: &[i64]) -> Result<Option<i64>, StoreError> {

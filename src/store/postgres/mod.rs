@@ -8,6 +8,7 @@ mod runs;
 mod slots;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,8 +24,8 @@ pub use runs::RUN_LOCK_SPACE;
 pub const APPLICATION_NAME: &str = "renewal-worker";
 
 use super::{
-    Admin, Context, DbGauges, DemoData, DemoLoad, NewRun, PageQuery, Reservation, RunHandle, RunLog, RunStatus,
-    RunSummary, ScheduleHistory, Schedules, Store, StoreError,
+    Admin, CandidatePage, Context, DbGauges, DemoData, DemoLoad, NewRun, PageQuery, Reservation, RunHandle, RunLog,
+    RunStatus, RunSummary, ScheduleHistory, Schedules, Store, StoreError,
 };
 use crate::config::{DatabaseSettings, redact_url};
 use crate::store::sqlite::Create;
@@ -100,6 +101,11 @@ impl PgStore {
 
 impl Store for PgStore {
     type Chunk = PgChunk;
+
+    async fn early_page(&self, _page: &PageQuery) -> Option<Arc<CandidatePage>> {
+        // Pages are read under row locks inside the chunk's own transaction: nothing reads ahead.
+        None
+    }
 
     async fn begin_chunk(&self, dry_run: bool) -> Result<PgChunk, StoreError> {
         let begin = if dry_run { "BEGIN READ ONLY" } else { "BEGIN" };

@@ -225,7 +225,13 @@ pub(super) async fn read_page(conn: &mut SqliteConnection, page: &PageQuery) -> 
         Some(_) => candidates.len(),
         None => usize::try_from(scanned).unwrap_or(0),
     };
-    Ok(CandidatePage { scanned, next_after: last.unwrap_or(page.after), skipped_locked: false, candidates })
+    Ok(CandidatePage {
+        scanned,
+        next_after: last.unwrap_or(page.after),
+        skipped_locked: false,
+        candidates,
+        early: None,
+    })
 }
 
 impl ChunkTx for SqliteChunk {

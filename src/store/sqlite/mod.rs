@@ -20,8 +20,8 @@ use super::rows::{PRUNE_RESULTS_SQL, PRUNE_SLOTS_SQL};
 pub use chunk::SqliteChunk;
 
 use super::{
-    Admin, Context, DbGauges, DemoData, DemoLoad, NewRun, PageQuery, Reservation, RunHandle, RunLog, RunStatus,
-    RunSummary, ScheduleHistory, Schedules, Store, StoreError,
+    Admin, CandidatePage, Context, DbGauges, DemoData, DemoLoad, NewRun, PageQuery, Reservation, RunHandle, RunLog,
+    RunStatus, RunSummary, ScheduleHistory, Schedules, Store, StoreError,
 };
 use crate::config::DatabaseSettings;
 
@@ -186,6 +186,13 @@ impl Store for SqliteStore {
         let tx = self.pool.begin_with(begin).await.context("beginning a chunk transaction")?;
         let read_ahead = if dry_run { None } else { self.read_ahead.clone() };
         Ok(SqliteChunk::new(tx, self.checkpointer.clone(), read_ahead))
+    }
+
+    async fn early_page(&self, page: &PageQuery) -> Option<Arc<CandidatePage>> {
+        match &self.read_ahead {
+            Some(read_ahead) if page.read_ahead && page.only_card.is_none() => read_ahead.early(page).await,
+            _ => None,
+        }
     }
 
     async fn pending_reservations(&self) -> Result<Vec<Reservation>, StoreError> {

@@ -11,13 +11,17 @@
 //! the next page's cards (the keyset puts them after every card the chunk holds) except its
 //! members' wallets: its debits are taken off the page's balances. In every other case the page
 //! is read again inside the lock, as it is without read-ahead.
+//!
+//! The chunk that will take the page may look at it early (`early`), before it has the lock:
+//! the batch evaluates it while the chunk before still writes, and keeps that evaluation when
+//! `take` hands back the same read (`CandidatePage::early`), with its balances as they are then.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sqlx::{SqliteConnection, SqlitePool};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 use super::chunk::read_page;
 use crate::store::{CandidatePage, Context, PageQuery, StoreError};
@@ -64,7 +68,19 @@ struct Pending {
     valid_at: Option<WriterMark>,
     /// What that chunk debited, per member.
     debited: BTreeMap<i64, i64>,
-    read: JoinHandle<Result<CandidatePage, StoreError>>,
+    /// The read's outcome once it ends.
+    read: watch::Receiver<Option<ReadOutcome>>,
+}
+
+/// The page is shared with an early look, the error is its text (`StoreError` is not `Clone`).
+type ReadOutcome = Result<Arc<CandidatePage>, String>;
+
+/// The outcome of a read started by `start`; an error if its task died without one.
+async fn outcome(mut read: watch::Receiver<Option<ReadOutcome>>) -> ReadOutcome {
+    match read.wait_for(Option::is_some).await {
+        Ok(outcome) => outcome.clone().unwrap_or_else(|| Err("no outcome".into())),
+        Err(_) => Err("the read-ahead task ended without an outcome".into()),
+    }
 }
 
 impl std::fmt::Debug for ReadAhead {
@@ -104,9 +120,10 @@ impl ReadAhead {
             return None;
         }
         let started = std::time::Instant::now();
-        let read = pending.read.await;
+        let read = outcome(pending.read).await;
         self.waited_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        match read.map_err(|e| e.to_string()).and_then(|page| page.map_err(|e| e.to_string())) {
+        // Every other holder (the channel, an early look) is gone by now: the page moves out.
+        match read.map(|page| Arc::try_unwrap(page).unwrap_or_else(|shared| (*shared).clone())) {
             Ok(mut page) => {
                 take_off_debits(&mut page, &pending.debited);
                 self.used.fetch_add(1, Ordering::Relaxed);
@@ -120,10 +137,23 @@ impl ReadAhead {
         }
     }
 
+    /// The page being read ahead for `query`, as its snapshot shows it (the debits of the chunk
+    /// that started it not taken off), once the read ends; `None` if it is for another query or
+    /// failed. Marked with the read, so `take` can tell it handed back the same one.
+    pub(super) async fn early(&self, query: &PageQuery) -> Option<Arc<CandidatePage>> {
+        let read = self.lock().as_ref().filter(|p| p.query == *query)?.read.clone();
+        outcome(read).await.ok()
+    }
+
     /// Starts reading `query` on the reader's connection; `started_by` holds the write lock.
     pub(super) fn start(&self, started_by: u64, query: PageQuery) {
         let snapshot_taken = Arc::new(AtomicBool::new(false));
-        let read = tokio::spawn(read_ahead(self.reader.clone(), query.clone(), Arc::clone(&snapshot_taken)));
+        let (done, read) = watch::channel(None);
+        let reading = read_ahead(self.reader.clone(), query.clone(), Arc::clone(&snapshot_taken));
+        tokio::spawn(async move {
+            let outcome = reading.await.map(|page| Arc::new(CandidatePage { early: Some(started_by), ..page }));
+            done.send_replace(Some(outcome.map_err(|e| e.to_string())));
+        });
         let previous = self.lock().replace(Pending {
             query,
             started_by,
@@ -161,7 +191,7 @@ impl ReadAhead {
     pub(super) async fn close(&self) {
         let pending = self.lock().take();
         if let Some(pending) = pending {
-            let _ = pending.read.await;
+            let _ = outcome(pending.read).await;
         }
         self.reader.close().await;
     }
