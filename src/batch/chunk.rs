@@ -97,17 +97,18 @@ impl Evaluation {
     }
 }
 
-/// The balances `evaluate_page` would have entered for `evaluation`'s cards, read off
-/// `candidates`: the same cards, whose balances may have changed since the evaluation (a page
-/// evaluated early, before the chunk before it debited some of its members).
-pub(super) fn page_balances(
+/// Enters the member of each fee-bearing eligible card of `evaluation` into `balances` with the
+/// balance `candidates` (the same cards) carry, unless already there. Only a fee-bearing card's
+/// balance is read (SQLite skips the wallet otherwise). A page evaluated early, before the chunk
+/// before it debited some of its members, takes its balances from the chunk's own read here.
+pub(super) fn enter_balances(
     evaluation: &Evaluation,
     candidates: &[Candidate],
-) -> Result<HashMap<i64, i64>, ChunkError> {
+    balances: &mut HashMap<i64, i64>,
+) -> Result<(), ChunkError> {
     if evaluation.evaluated.len() != candidates.len() {
         return Err(ChunkError::Invariant("an evaluation of another page".into()));
     }
-    let mut balances = HashMap::new();
     for (card, candidate) in evaluation.evaluated.iter().zip(candidates) {
         if card.card_id != candidate.facts.card_id {
             return Err(ChunkError::Invariant("an evaluation of another page".into()));
@@ -116,7 +117,7 @@ pub(super) fn page_balances(
             balances.entry(eligible.member_id).or_insert(candidate.balance);
         }
     }
-    Ok(balances)
+    Ok(())
 }
 
 /// Evaluates and writes `candidates` (ascending card id) through `tx`. `balances` holds what
@@ -128,19 +129,15 @@ pub(super) async fn write<T: ChunkTx>(
     balances: &mut HashMap<i64, i64>,
     at: (u64, &CancellationToken),
 ) -> Result<ChunkWritten, ChunkError> {
-    let evaluation = evaluate_page(ctx, &candidates, balances)?;
+    let evaluation = evaluate_page(ctx, &candidates)?;
+    enter_balances(&evaluation, &candidates, balances)?;
     drop(candidates);
     write_evaluated(tx, ctx, evaluation, balances, at).await
 }
 
 /// Evaluates `candidates` (ascending card id) against the rules, and the eligible into the
-/// applications to claim. A fee-bearing card's member enters `balances` with the balance read
-/// with the page, unless already there.
-pub(super) fn evaluate_page(
-    ctx: &ChunkContext,
-    candidates: &[Candidate],
-    balances: &mut HashMap<i64, i64>,
-) -> Result<Evaluation, ChunkError> {
+/// applications to claim. No balance is looked at: the fee plan comes later, in the lock.
+pub(super) fn evaluate_page(ctx: &ChunkContext, candidates: &[Candidate]) -> Result<Evaluation, ChunkError> {
     let now_local = Utc::now().with_timezone(&ctx.tz).naive_local();
     let mut evaluated = Vec::with_capacity(candidates.len());
     let mut applications = Vec::new();
@@ -165,10 +162,6 @@ pub(super) fn evaluate_page(
                 None
             }
             Ok(eligible) => {
-                // Only a fee-bearing card's balance is read (SQLite skips the wallet otherwise).
-                if eligible.fee > 0 {
-                    balances.entry(eligible.member_id).or_insert(candidate.balance);
-                }
                 let member = facts.member.as_ref();
                 // Eligible means the address passed the same check, so this is its parsed form.
                 let delivery = DeliveryAddress::parse(&AddressInput {
@@ -203,8 +196,8 @@ pub(super) fn evaluate_page(
     Ok(Evaluation { evaluated, applications })
 }
 
-/// Writes an evaluation through `tx`: claims, fees, marks and results. `balances` is the one
-/// `evaluate_page` filled.
+/// Writes an evaluation through `tx`: claims, fees, marks and results. `balances` holds
+/// what each member's wallet has left (`enter_balances`).
 pub(super) async fn write_evaluated<T: ChunkTx>(
     tx: &mut T,
     ctx: &ChunkContext,

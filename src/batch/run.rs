@@ -515,7 +515,8 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
             match early {
                 // The very cards evaluated before the lock; their balances as they are now.
                 Some(early) if page_early == Some(early.read) && early.evaluation.len() == candidates.len() => {
-                    let mut balances = chunk::page_balances(&early.evaluation, &candidates)?;
+                    let mut balances = HashMap::new();
+                    chunk::enter_balances(&early.evaluation, &candidates, &mut balances)?;
                     drop(candidates);
                     chunk::write_evaluated(&mut tx, &shared.ctx, early.evaluation, &mut balances, (chunk_no, shutdown))
                         .await?
@@ -597,8 +598,8 @@ struct EarlyEvaluation {
 async fn evaluate_early<S: Store>(store: &S, ctx: &ChunkContext, page: &PageQuery) -> Option<EarlyEvaluation> {
     let early = store.early_page(page).await?;
     let read = early.early?;
-    // The balances are entered again from the chunk's own page (`chunk::page_balances`).
-    let evaluation = chunk::evaluate_page(ctx, &early.candidates, &mut HashMap::new()).ok()?;
+    // The balances are entered later, from the chunk's own read (`chunk::enter_balances`).
+    let evaluation = chunk::evaluate_page(ctx, &early.candidates).ok()?;
     Some(EarlyEvaluation { read, evaluation })
 }
 
