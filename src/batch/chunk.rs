@@ -92,45 +92,43 @@ pub(super) struct Evaluation {
 }
 
 impl Evaluation {
-    pub fn len(&self) -> usize {
-        self.evaluated.len()
+    /// Whether this is the evaluation of exactly `candidates`, card for card.
+    fn covers(&self, candidates: &[Candidate]) -> bool {
+        self.evaluated.len() == candidates.len()
+            && self.evaluated.iter().zip(candidates).all(|(card, candidate)| card.card_id == candidate.facts.card_id)
     }
 }
 
 /// Enters the member of each fee-bearing eligible card of `evaluation` into `balances` with the
-/// balance `candidates` (the same cards) carry, unless already there. Only a fee-bearing card's
-/// balance is read (SQLite skips the wallet otherwise). A page evaluated early, before the chunk
-/// before it debited some of its members, takes its balances from the chunk's own read here.
-pub(super) fn enter_balances(
-    evaluation: &Evaluation,
-    candidates: &[Candidate],
-    balances: &mut HashMap<i64, i64>,
-) -> Result<(), ChunkError> {
-    if evaluation.evaluated.len() != candidates.len() {
-        return Err(ChunkError::Invariant("an evaluation of another page".into()));
-    }
+/// balance `candidates` (the same cards, `Evaluation::covers`) carry, unless already there. Only
+/// a fee-bearing card's balance is read (SQLite skips the wallet otherwise). A page evaluated
+/// early, before the chunk before it debited some of its members, takes its balances from the
+/// chunk's own read here.
+fn enter_balances(evaluation: &Evaluation, candidates: &[Candidate], balances: &mut HashMap<i64, i64>) {
     for (card, candidate) in evaluation.evaluated.iter().zip(candidates) {
-        if card.card_id != candidate.facts.card_id {
-            return Err(ChunkError::Invariant("an evaluation of another page".into()));
-        }
         if let Some(eligible) = card.eligible.filter(|e| e.fee > 0) {
             balances.entry(eligible.member_id).or_insert(candidate.balance);
         }
     }
-    Ok(())
 }
 
-/// Evaluates and writes `candidates` (ascending card id) through `tx`. `balances` holds what
-/// each member's wallet has left; members not in it take the balance read with the page.
+/// Evaluates and writes `candidates` (ascending card id) through `tx`. `early` is an evaluation
+/// made before the chunk had the lock; it is used when it covers these very cards, and the page
+/// is evaluated here otherwise. `balances` holds what each member's wallet has left; members not
+/// in it take the balance read with the page.
 pub(super) async fn write<T: ChunkTx>(
     tx: &mut T,
     ctx: &ChunkContext,
     candidates: Vec<Candidate>,
+    early: Option<Evaluation>,
     balances: &mut HashMap<i64, i64>,
     at: (u64, &CancellationToken),
 ) -> Result<ChunkWritten, ChunkError> {
-    let evaluation = evaluate_page(ctx, &candidates)?;
-    enter_balances(&evaluation, &candidates, balances)?;
+    let evaluation = match early {
+        Some(early) if early.covers(&candidates) => early,
+        _ => evaluate_page(ctx, &candidates)?,
+    };
+    enter_balances(&evaluation, &candidates, balances);
     drop(candidates);
     write_evaluated(tx, ctx, evaluation, balances, at).await
 }
@@ -198,7 +196,7 @@ pub(super) fn evaluate_page(ctx: &ChunkContext, candidates: &[Candidate]) -> Res
 
 /// Writes an evaluation through `tx`: claims, fees, marks and results. `balances` holds
 /// what each member's wallet has left (`enter_balances`).
-pub(super) async fn write_evaluated<T: ChunkTx>(
+async fn write_evaluated<T: ChunkTx>(
     tx: &mut T,
     ctx: &ChunkContext,
     evaluation: Evaluation,

@@ -97,7 +97,7 @@ async fn reissue_in<S: Store>(
         .ok()
     });
     let card = mask(&candidate.facts.card_no);
-    let written = chunk::write(&mut tx, ctx, vec![candidate], &mut HashMap::new(), (1, shutdown)).await?;
+    let written = chunk::write(&mut tx, ctx, vec![candidate], None, &mut HashMap::new(), (1, shutdown)).await?;
     hooks::maybe_pause(Point::BeforeCommit, 1, 0, shutdown).await;
     if !ctx.dry_run {
         tx.commit().await?;

@@ -509,20 +509,15 @@ async fn chunk_loop<S: Store>(store: &S, shared: &Shared, shutdown: &Cancellatio
         let chunk_no = shared.chunks.fetch_add(1, Ordering::SeqCst) + 1;
 
         let written = if shared.ctx.dry_run {
+            // A dry run debits nothing in the database: what each wallet would have left carries
+            // over from chunk to chunk here.
             let mut balances = shared.tally.dry_balances.lock().await;
-            chunk::write(&mut tx, &shared.ctx, candidates, &mut balances, (chunk_no, shutdown)).await?
+            chunk::write(&mut tx, &shared.ctx, candidates, None, &mut balances, (chunk_no, shutdown)).await?
         } else {
-            match early {
-                // The very cards evaluated before the lock; their balances as they are now.
-                Some(early) if page_early == Some(early.read) && early.evaluation.len() == candidates.len() => {
-                    let mut balances = HashMap::new();
-                    chunk::enter_balances(&early.evaluation, &candidates, &mut balances)?;
-                    drop(candidates);
-                    chunk::write_evaluated(&mut tx, &shared.ctx, early.evaluation, &mut balances, (chunk_no, shutdown))
-                        .await?
-                }
-                _ => chunk::write(&mut tx, &shared.ctx, candidates, &mut HashMap::new(), (chunk_no, shutdown)).await?,
-            }
+            // The early evaluation serves only when this chunk's read is that very read (the
+            // balances still come from this chunk's read: the chunk before may have debited).
+            let early = early.filter(|early| page_early == Some(early.read)).map(|early| early.evaluation);
+            chunk::write(&mut tx, &shared.ctx, candidates, early, &mut HashMap::new(), (chunk_no, shutdown)).await?
         };
 
         let committed_cards = {
@@ -598,7 +593,7 @@ struct EarlyEvaluation {
 async fn evaluate_early<S: Store>(store: &S, ctx: &ChunkContext, page: &PageQuery) -> Option<EarlyEvaluation> {
     let early = store.early_page(page).await?;
     let read = early.early?;
-    // The balances are entered later, from the chunk's own read (`chunk::enter_balances`).
+    // The balances are entered later, from the chunk's own read (`chunk::write`).
     let evaluation = chunk::evaluate_page(ctx, &early.candidates).ok()?;
     Some(EarlyEvaluation { read, evaluation })
 }

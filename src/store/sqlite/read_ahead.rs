@@ -122,7 +122,8 @@ impl ReadAhead {
         let started = std::time::Instant::now();
         let read = outcome(pending.read).await;
         self.waited_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        // Every other holder (the channel, an early look) is gone by now: the page moves out.
+        // The page moves out when no one else holds it any more; an early look or the watch
+        // channel's sender may still hold it for a moment, and then it is cloned.
         match read.map(|page| Arc::try_unwrap(page).unwrap_or_else(|shared| (*shared).clone())) {
             Ok(mut page) => {
                 take_off_debits(&mut page, &pending.debited);
